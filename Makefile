@@ -1,0 +1,43 @@
+# llmos: `make run` starts the app, `make test` runs the tests. Both set everything up first,
+# idempotently: Debian packages (when root), the .venv, Python packages and the default model.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.llmos-installed
+
+.PHONY: setup run test test-slow bench system-deps model clean-venv
+
+setup: system-deps $(STAMP) model
+
+system-deps:
+	@bash tools/system_deps.sh
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --upgrade pip
+	@echo "python: installing llmos and its packages into $(VENV) (the first time builds llama.cpp: ~5 min)"
+	@$(PY) -m pip install --quiet -e '.[gui,dev]'
+	@touch $(STAMP)
+
+model: $(STAMP)
+	@$(PY) tools/install_model.py
+
+run: setup
+	@$(VENV)/bin/llmos $(ARGS)
+
+# The default run: every test but the slow soak tests. Exit code 5 (no tests) is a failure.
+test: setup
+	@$(PY) -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The slow soak tests only (CI runs them after `make test`).
+test-slow: setup
+	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: setup
+	@$(PY) bench/run.py $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The desktop shell and the `llmos` command line: the only package that imports Qt."""

@@ -1,0 +1,30 @@
+"""Booting llmos: config -> devices -> backend -> kernel. Shared by the CLI and the desktop shell."""
+
+from __future__ import annotations
+
+from llmos.kernel.backends import make_backend
+from llmos.kernel.config import Config
+from llmos.kernel.loop import Kernel
+from llmos.kernel.registry import DeviceRegistry
+from llmos.kernel.syscalls.dispatch import GrantPolicy
+from llmos.kernel.turn import TurnOptions
+
+
+def turn_options(config: Config) -> TurnOptions:
+    return TurnOptions(
+        slice_tokens=config.slice_tokens,
+        max_rounds=config.max_rounds,
+        decision_threshold=config.decision_threshold,
+        temperature=config.temperature,
+        max_answer_tokens=config.max_answer_tokens,
+    )
+
+
+def grant_policy(config: Config, grant_all: bool = False) -> GrantPolicy:
+    return GrantPolicy(config.grants, grant_all=grant_all)
+
+
+def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None) -> Kernel:
+    """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
+    registry = registry or DeviceRegistry.from_entry_points()
+    return Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all))

@@ -1,0 +1,253 @@
+"""The `llmos` command line. It prints; the kernel only logs.
+
+    llmos                      the desktop window (or the terminal chat when there is no display)
+    llmos ask "..." [--json]   one request, streamed, with each system call shown as it happens
+    llmos chat                 an interactive terminal chat
+    llmos devices [--json]     the devices, their calls and permissions
+    llmos devices call NAME --args JSON   call a device directly, as the kernel would
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+from llmos.kernel import events
+from llmos.kernel.backends.base import BackendError
+from llmos.kernel.config import Config, ConfigError, load_config
+from llmos.kernel.process import Priority
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmos", description="A desktop LLM operating system.")
+    parser.add_argument("--model", help="GGUF model file (default: the embedded Qwen2.5-Coder-0.5B)")
+    parser.add_argument("--backend", choices=["llamacpp", "openai"], help="where the kernel's model runs")
+    parser.add_argument("--base-url", help="OpenAI-compatible server URL, for --backend openai")
+    parser.add_argument("--api-key", help="bearer token for the remote server")
+    parser.add_argument("--remote-model", help="model name to ask the remote server for")
+    parser.add_argument("--n-ctx", type=int, help="context window in tokens")
+    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    parser.add_argument("--data-dir", help="where the journal, stores and snapshots live")
+    parser.add_argument("--config", help="config file (TOML)")
+    parser.add_argument("--yes", action="store_true", help="grant every permission devices ask for, for this run")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the kernel does")
+    sub = parser.add_subparsers(dest="command")
+
+    ask = sub.add_parser("ask", help="ask one question and print the answer")
+    ask.add_argument("text", help="the request")
+    ask.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+
+    sub.add_parser("chat", help="interactive chat in the terminal")
+    sub.add_parser("gui", help="the desktop window")
+
+    devices = sub.add_parser("devices", help="list devices, or call one")
+    devices.add_argument("--json", action="store_true", help="machine-readable output")
+    dsub = devices.add_subparsers(dest="devices_command")
+    call = dsub.add_parser("call", help="call a device directly, as the kernel would")
+    call.add_argument("name", help="device.call, e.g. calculator.evaluate")
+    call.add_argument("--args", default="{}", help="JSON object of arguments")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from pathlib import Path
+
+    overrides = {
+        "model": args.model, "backend": args.backend, "base_url": args.base_url, "api_key": args.api_key,
+        "remote_model": args.remote_model, "n_ctx": args.n_ctx, "threads": args.threads,
+        "data_dir": args.data_dir,
+    }
+    return load_config(Path(args.config) if args.config else None, overrides=overrides)
+
+
+def _error(message: str) -> int:
+    print(f"llmos: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+def cmd_devices(args: argparse.Namespace, config: Config) -> int:
+    from llmos.app.boot import grant_policy
+    from llmos.kernel.registry import DeviceRegistry
+    from llmos.kernel.syscalls.dispatch import Dispatcher
+
+    registry = DeviceRegistry.from_entry_points()
+    if args.devices_command == "call":
+        try:
+            arguments = json.loads(args.args)
+        except json.JSONDecodeError as exc:
+            return _error(f"--args is not valid JSON: {exc}")
+        result = Dispatcher(registry, grant_policy(config, args.yes)).call_blocking(args.name, arguments)
+        if args.json:
+            print(json.dumps(result.as_dict(), ensure_ascii=False))
+        elif result.ok:
+            print(result.text())
+        else:
+            print(f"error: {result.error}", file=sys.stderr)
+        return EXIT_OK if result.ok else EXIT_ERROR
+    manifests = [d.manifest() for d in registry.devices()]
+    if args.json:
+        broken = [{"name": b.name, "target": b.target, "error": b.error} for b in registry.broken]
+        print(json.dumps({"devices": manifests, "broken": broken}, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    for m in manifests:
+        perms = ", ".join(m["permissions"]) or "none"
+        print(f"{m['name']} {m['version']}  permissions: {perms}")
+        print(f"  {m['description']}")
+        for c in m["calls"]:
+            params = ", ".join(
+                f"{k}: {v.get('type', 'any')}" for k, v in c["parameters"]["properties"].items()
+            )
+            print(f"  - {c['name']}({params})  {c['description']}")
+    for b in registry.broken:
+        print(f"! {b.name} ({b.target}) failed to load: {b.error}")
+    return EXIT_OK
+
+
+# --- ask and chat ---------------------------------------------------------------------------
+
+
+class _Printer:
+    """Streams tokens and system calls of one process to the terminal."""
+
+    def __init__(self, pid_filter: list[int]) -> None:
+        self.pids = pid_filter
+        self.color = sys.stdout.isatty()
+
+    def _dim(self, text: str) -> str:
+        return f"\033[2m{text}\033[0m" if self.color else text
+
+    def __call__(self, event: events.Event) -> None:
+        pid = getattr(event, "pid", None)
+        if pid not in self.pids:
+            return
+        if isinstance(event, events.Token):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, events.SyscallStarted):
+            args = json.dumps(event.arguments, ensure_ascii=False)
+            sys.stdout.write(self._dim(f"[syscall] {event.device}.{event.call} {args}") + "\n")
+        elif isinstance(event, events.SyscallFinished):
+            outcome = json.dumps(event.result, ensure_ascii=False) if event.ok else f"error: {event.error}"
+            if len(outcome) > 200:
+                outcome = outcome[:200] + "..."
+            trust = "" if event.trusted else " (untrusted)"
+            sys.stdout.write(self._dim(f"[result]  {outcome}{trust} in {event.seconds:.3f} s") + "\n")
+        sys.stdout.flush()
+
+
+def _start_kernel(config: Config, grant_all: bool) -> Any:
+    from llmos.app.boot import build_kernel
+
+    kernel = build_kernel(config, grant_all=grant_all).start()
+    kernel.wait_ready()
+    return kernel
+
+
+def cmd_ask(args: argparse.Namespace, config: Config) -> int:
+    from llmos.kernel.loop import TurnError
+
+    kernel = _start_kernel(config, args.yes)
+    try:
+        pid = kernel.spawn("ask", Priority.CHAT)
+        if not args.json:
+            kernel.bus.subscribe(_Printer([pid]))
+        try:
+            result = kernel.submit(pid, args.text).result()
+        except TurnError as exc:
+            return _error(str(exc))
+        if args.json:
+            info = next(p for p in kernel.processes() if p["pid"] == pid)
+            print(json.dumps({
+                "answer": result.answer,
+                "syscalls": result.syscalls,
+                "process": info,
+                "timings": result.timings,
+            }, ensure_ascii=False))
+        else:
+            print()
+        return EXIT_OK
+    finally:
+        kernel.shutdown()
+
+
+def cmd_chat(args: argparse.Namespace, config: Config) -> int:
+    from llmos.kernel.loop import TurnError
+
+    print("llmos: loading the model ...", file=sys.stderr)
+    kernel = _start_kernel(config, args.yes)
+    try:
+        pid = kernel.spawn("chat", Priority.CHAT)
+        kernel.bus.subscribe(_Printer([pid]))
+        print("llmos chat: type a message, Ctrl-D to quit, Ctrl-C to stop a reply.", file=sys.stderr)
+        while True:
+            try:
+                line = input("\n> ")
+            except EOFError:
+                print()
+                return EXIT_OK
+            if not line.strip():
+                continue
+            future = kernel.submit(pid, line)
+            try:
+                future.result()
+            except KeyboardInterrupt:
+                kernel.stop(pid)
+                future.result()
+                print(" [stopped]")
+            except TurnError as exc:
+                print(f"\nllmos: {exc}", file=sys.stderr)
+            print()
+    finally:
+        kernel.shutdown()
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or \
+        os.environ.get("QT_QPA_PLATFORM", "") not in ("",)
+
+
+def cmd_gui(args: argparse.Namespace, config: Config) -> int:
+    try:
+        from llmos.app.window import run_window
+    except ImportError as exc:
+        return _error(f"the desktop shell needs PySide6 ({exc}); run `make run` to install it")
+    return run_window(config, grant_all=args.yes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = _config(args)
+        if args.command == "devices":
+            return cmd_devices(args, config)
+        if args.command == "ask":
+            return cmd_ask(args, config)
+        if args.command == "chat":
+            return cmd_chat(args, config)
+        if args.command == "gui" or (args.command is None and _has_display()):
+            return cmd_gui(args, config)
+        if args.command is None:
+            print("llmos: no display found; starting the terminal chat (`llmos gui` needs one)", file=sys.stderr)
+            return cmd_chat(args, config)
+    except (ConfigError, BackendError) as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Configuration: declared once (type, default, meaning), loaded from TOML, env and flags.
+
+Order of precedence: command-line flags > environment (``LLMOS_<KEY>``) > the TOML file
+(``config.toml`` in the user config directory, or ``$LLMOS_CONFIG``) > defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .syscalls.decide import DEFAULT_THRESHOLD
+
+
+class ConfigError(Exception):
+    """A config value or file that cannot be used; one line."""
+
+
+@dataclass
+class Config:
+    backend: str = field(default="llamacpp", metadata={"help": "llamacpp (a local GGUF file) or openai (a remote server)"})
+    model: str = field(default="", metadata={"help": "GGUF file for the local backend; empty = the embedded default"})
+    base_url: str = field(default="http://127.0.0.1:8080/v1", metadata={"help": "OpenAI-compatible server for --backend openai"})
+    api_key: str = field(default="", metadata={"help": "bearer token for the remote server, if it needs one"})
+    remote_model: str = field(default="", metadata={"help": "model name to ask the remote server for"})
+    n_ctx: int = field(default=8192, metadata={"help": "context window (tokens)"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for llama.cpp; 0 = all cores"})
+    slice_tokens: int = field(default=32, metadata={"help": "time slice of the scheduler, in tokens"})
+    max_rounds: int = field(default=4, metadata={"help": "most system calls in one turn"})
+    decision_threshold: float = field(default=DEFAULT_THRESHOLD, metadata={"help": "nats by which CALL must beat ANSWER"})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    max_answer_tokens: int = field(default=512, metadata={"help": "longest answer, in tokens"})
+    data_dir: str = field(default="", metadata={"help": "journal, stores and snapshots; empty = the user data directory"})
+    grants: list[str] = field(default_factory=list, metadata={"help": "permissions granted to devices"})
+
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else Path(platformdirs.user_data_dir("llmos"))
+
+
+def default_config_path() -> Path:
+    env = os.environ.get("LLMOS_CONFIG")
+    return Path(env) if env else Path(platformdirs.user_config_dir("llmos")) / "config.toml"
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if kind in ("int", int):
+            return int(value)
+        if kind in ("float", float):
+            return float(value)
+        if kind in ("str", str):
+            if not isinstance(value, (str, int, float)):
+                raise TypeError
+            return str(value)
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name!r}: cannot use {value!r} ({kind})") from None
+
+
+def load_config(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    path = path or default_config_path()
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = set(data) - set(fields)
+        if unknown:
+            raise ConfigError(f"config file {path}: unknown keys {sorted(unknown)}")
+        values.update(data)
+    for name in fields:
+        key = f"LLMOS_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    config = Config(**{k: _coerce(k, fields[k].type, v) for k, v in values.items()})
+    if config.backend not in ("llamacpp", "openai"):
+        raise ConfigError(f"config key 'backend': {config.backend!r} is not llamacpp or openai")
+    if config.n_ctx < 512 or config.slice_tokens < 1 or config.max_rounds < 0:
+        raise ConfigError("config: n_ctx must be >= 512, slice_tokens >= 1, max_rounds >= 0")
+    return config

@@ -1,0 +1,270 @@
+"""The device API: the one public module for plugin authors (v0).
+
+A device is what the kernel acts on the world through. It declares a manifest (name, version,
+description, the permissions it needs) and its calls, plain typed Python functions whose JSON
+schema comes from their signature and docstring::
+
+    from llmos.kernel.devices import Device, Example
+
+    device = Device("weather", version="1.0", description="Weather forecasts.",
+                    permissions=["network"])
+
+    @device.call(examples=[Example("Will it rain in Oslo?", {"city": "Oslo"})])
+    def forecast(city: str, days: int = 1) -> str:
+        \"\"\"Tomorrow's forecast for a city.
+
+        Args:
+            city: The city name.
+            days: How many days ahead.
+        \"\"\"
+
+Register it in your package's ``pyproject.toml`` under the entry-point group ``llmos.devices``
+(``weather = "llmos_weather:device"``). The built-in devices register through the same group.
+
+A call reports failure by raising :class:`DeviceError` (or any exception): the kernel turns it
+into an error page for the model; it never crashes the kernel. Results are plain values
+(str, numbers, dicts, lists); return :class:`Untrusted` around text that came from outside
+(web pages, files, other servers) so the kernel marks it as data, never instructions.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "Call",
+    "Device",
+    "DeviceError",
+    "Example",
+    "Permission",
+    "Untrusted",
+    "schema_from_function",
+]
+
+
+class Permission(str, Enum):
+    """What a device may touch. The user grants these; the kernel checks them before a call."""
+
+    NETWORK = "network"
+    FILES_READ = "files.read"
+    FILES_WRITE = "files.write"
+    MICROPHONE = "microphone"
+    SPEAKER = "speaker"
+    SCREEN = "screen"
+    PROCESS = "process"
+
+
+class DeviceError(Exception):
+    """Raised by a device call for an expected failure; the message goes to the model as is."""
+
+
+@dataclass(frozen=True)
+class Untrusted:
+    """A result that came from outside (web, files, MCP): shown to the model as marked data."""
+
+    value: Any
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A request a person might make and the arguments this call should get for it.
+
+    The kernel shows examples to the model when it decides whether (and what) to call.
+    """
+
+    request: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Call:
+    """One call of a device: a function plus its JSON schema."""
+
+    name: str
+    function: Callable[..., Any]
+    description: str
+    parameters: dict[str, Any]
+    examples: list[Example] = field(default_factory=list)
+    timeout_s: float = 10.0
+    side_effects: bool = False
+
+
+class Device:
+    """A device's manifest and calls."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "0.1.0",
+        description: str = "",
+        permissions: list[str | Permission] | tuple[str | Permission, ...] = (),
+    ) -> None:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+            raise ValueError(f"device name {name!r}: use lower-case letters, digits and _ (max 40)")
+        self.name = name
+        self.version = version
+        self.description = description
+        self.permissions = tuple(Permission(p) for p in permissions)
+        self.calls: dict[str, Call] = {}
+
+    def call(
+        self,
+        function: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        examples: list[Example] | None = None,
+        timeout_s: float = 10.0,
+        side_effects: bool = False,
+    ) -> Any:
+        """Decorator that adds a call; usable bare (``@device.call``) or with options."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            call_name = name or fn.__name__
+            if call_name in self.calls:
+                raise ValueError(f"device {self.name!r} already has a call {call_name!r}")
+            description, parameters = schema_from_function(fn)
+            for example in examples or []:
+                unknown = set(example.arguments) - set(parameters["properties"])
+                if unknown:
+                    raise ValueError(f"example for {self.name}.{call_name} has unknown arguments {unknown}")
+            self.calls[call_name] = Call(
+                name=call_name,
+                function=fn,
+                description=description,
+                parameters=parameters,
+                examples=list(examples or []),
+                timeout_s=timeout_s,
+                side_effects=side_effects,
+            )
+            return fn
+
+        return register(function) if function is not None else register
+
+    def manifest(self) -> dict[str, Any]:
+        """The device as plain data (what `llmos devices --json` prints)."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "permissions": [p.value for p in self.permissions],
+            "calls": [
+                {
+                    "name": f"{self.name}.{c.name}",
+                    "description": c.description,
+                    "parameters": c.parameters,
+                    "side_effects": c.side_effects,
+                    "timeout_s": c.timeout_s,
+                }
+                for c in self.calls.values()
+            ],
+        }
+
+    def __repr__(self) -> str:
+        return f"Device({self.name!r}, version={self.version!r}, calls={list(self.calls)})"
+
+
+# --- schema from type hints and docstrings -------------------------------------------------
+
+_SIMPLE_TYPES: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    dict: {"type": "object"},
+    list: {"type": "array"},
+}
+
+
+def _json_type(hint: Any) -> tuple[dict[str, Any], bool]:
+    """JSON schema for a type hint, and whether None is allowed."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Annotated:
+        schema, nullable = _json_type(args[0])
+        extra = next((a for a in args[1:] if isinstance(a, dict)), None)
+        return ({**schema, **extra} if extra else schema), nullable
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            schema, _ = _json_type(rest[0])
+            return schema, len(rest) != len(args)
+        return {"anyOf": [_json_type(a)[0] for a in rest]}, len(rest) != len(args)
+    if origin is typing.Literal:
+        return {"enum": list(args)}, False
+    if origin in (list, tuple, set, frozenset) or hint in (list, tuple):
+        item = _json_type(args[0])[0] if args else {}
+        return ({"type": "array", "items": item} if item else {"type": "array"}), False
+    if origin is dict:
+        return {"type": "object"}, False
+    if hint in _SIMPLE_TYPES:
+        return dict(_SIMPLE_TYPES[hint]), False
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return {"enum": [m.value for m in hint]}, False
+    raise TypeError(f"unsupported parameter type {hint!r}: use str, int, float, bool, list, dict, Literal")
+
+
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$")
+_ARG_LINE = re.compile(r"^\s*(\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """Google-style docstring -> (description, {argument: description})."""
+    lines = inspect.cleandoc(doc).splitlines() if doc else []
+    description: list[str] = []
+    args: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    for line in lines:
+        if _ARGS_HEADER.match(line):
+            in_args = True
+            continue
+        if in_args:
+            if line and not line.startswith(" ") and line.rstrip().endswith(":"):
+                in_args = False  # another section (Returns:, Raises:)
+                continue
+            match = _ARG_LINE.match(line)
+            if match and line.startswith("    ") and not line.startswith("        "):
+                current = match.group(1)
+                args[current] = match.group(3).strip()
+            elif current and line.strip():
+                args[current] = f"{args[current]} {line.strip()}".strip()
+            continue
+        description.append(line)
+    text = "\n".join(description).strip()
+    first_paragraph = text.split("\n\n", 1)[0].replace("\n", " ").strip()
+    return first_paragraph, args
+
+
+def schema_from_function(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+    """(description, JSON schema of the parameters) from ``fn``'s signature and docstring."""
+    signature = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    description, arg_docs = _parse_docstring(fn.__doc__ or "")
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, param in signature.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"{fn.__name__}: *args and **kwargs cannot become a JSON schema")
+        if pname not in hints:
+            raise TypeError(f"{fn.__name__}: parameter {pname!r} needs a type hint")
+        schema, _nullable = _json_type(hints[pname])
+        if pname in arg_docs:
+            schema["description"] = arg_docs[pname]
+        if param.default is param.empty:
+            required.append(pname)
+        elif param.default is not None:
+            schema["default"] = param.default
+        properties[pname] = schema
+    parameters: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        parameters["required"] = required
+    return description or fn.__name__.replace("_", " "), parameters

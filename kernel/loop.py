@@ -1,0 +1,324 @@
+"""The kernel: one thread that runs the model for a table of processes.
+
+Design principles (after curio's kernel):
+
+- One entry into the kernel: requests (spawn, submit, stop, kill) are small dataclasses put on a
+  queue from any thread; only the kernel thread touches the process table.
+- The loop reads top to bottom in phases: take requests, take device completions, pick a process,
+  run one slice of it, handle what it yielded.
+- A process's failure is stored on the process and reported as an event; only a kernel bug is
+  fatal. Devices run on their own threads, never on the kernel's.
+- Everything observable is an event on ``kernel.bus``; the kernel never calls the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import events
+from .backends.base import Backend, BackendError, SwitchInfo
+from .process import Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
+from .registry import DeviceRegistry
+from .scheduler import Scheduler
+from .syscalls.dispatch import Dispatcher, GrantPolicy
+from .turn import TurnOptions, TurnServices, boot_messages, run_turn
+
+log = logging.getLogger(__name__)
+
+
+class TurnError(Exception):
+    """A turn that failed; the process and the kernel go on."""
+
+
+# --- requests: the one way into the kernel ----------------------------------------------------
+
+
+@dataclass
+class _Spawn:
+    name: str
+    priority: Priority
+    future: "Future[int]" = field(default_factory=Future)
+
+
+@dataclass
+class _Submit:
+    pid: int
+    turn: Turn
+
+
+@dataclass
+class _Stop:
+    pid: int
+
+
+@dataclass
+class _Kill:
+    pid: int
+
+
+class Kernel:
+    def __init__(
+        self,
+        backend: Backend,
+        registry: DeviceRegistry,
+        options: TurnOptions | None = None,
+        policy: GrantPolicy | None = None,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.options = options or TurnOptions()
+        self.bus = events.EventBus()
+        self.dispatcher = Dispatcher(registry, policy or GrantPolicy())
+        self.scheduler = Scheduler(self.options.slice_tokens)
+        self.table = ProcessTable()
+        self._requests: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._running: Process | None = None
+        self._boot = boot_messages(registry)
+        self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options)
+        self.load_error: str | None = None
+        backend.on_switch = self._on_switch
+
+    # --- public API (any thread) ----------------------------------------------------------
+
+    def start(self) -> "Kernel":
+        self._thread = threading.Thread(target=self._main, name="llmos-kernel", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the model is loaded; raises BackendError if it could not be."""
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the model did not load in time")
+        if self.load_error is not None:
+            raise BackendError(self.load_error)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._requests.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.backend.close()
+
+    def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT) -> int:
+        request = _Spawn(name, priority)
+        self._requests.put(request)
+        return request.future.result(timeout=30)
+
+    def submit(self, pid: int, text: str) -> "Future[TurnResult]":
+        turn = Turn(text)
+        self._requests.put(_Submit(pid, turn))
+        return turn.future
+
+    def ask(self, text: str, priority: Priority = Priority.CHAT, name: str = "ask") -> "Future[TurnResult]":
+        return self.submit(self.spawn(name, priority), text)
+
+    def stop(self, pid: int) -> None:
+        """Interrupt the current turn of ``pid`` at once (its partial answer is kept)."""
+        self._requests.put(_Stop(pid))
+
+    def kill(self, pid: int) -> None:
+        self._requests.put(_Kill(pid))
+
+    def processes(self) -> list[dict[str, Any]]:
+        return [p.info() for p in self.table]
+
+    # --- the loop (kernel thread) ---------------------------------------------------------
+
+    def _main(self) -> None:
+        self._load()
+        while not self._stopping.is_set():
+            try:
+                self._step()
+            except Exception:  # a kernel bug: log it, fail the process in hand, keep serving
+                log.exception("kernel loop error")
+                if self._running is not None:
+                    self._fail_turn(self._running, "internal kernel error (see the log)")
+
+    def _load(self) -> None:
+        self.bus.emit(events.BackendLoading(self.backend.name, self.backend.model))
+        started = time.monotonic()
+        try:
+            self.backend.load()
+        except BackendError as exc:
+            self.load_error = str(exc)
+            self.bus.emit(events.BackendFailed(self.backend.name, self.backend.model, str(exc)))
+        else:
+            self.bus.emit(events.BackendReady(self.backend.name, self.backend.model, time.monotonic() - started))
+        self._ready.set()
+
+    def _step(self) -> None:
+        # Phase 1: take requests; block only when there is nothing to run.
+        busy = self._running is not None or self.table.in_state(ProcessState.READY)
+        waiting = self.table.in_state(ProcessState.WAITING)
+        self._take_requests(block=not busy, timeout=0.02 if waiting else 0.5)
+        # Phase 2: device completions, deadlines and stops wake WAITING processes.
+        self._collect_completions()
+        # Phase 3: pick who runs: the running process keeps the model unless someone preempts it.
+        proc = self._running
+        if proc is None or proc.state is not ProcessState.RUNNING or self.scheduler.should_preempt(proc, self._procs()):
+            if proc is not None and proc.state is ProcessState.RUNNING:
+                self._set_state(proc, ProcessState.READY, "preempted")
+                self.scheduler.make_ready(proc)
+            proc = self.scheduler.pick(self._procs())
+            self._running = proc
+            if proc is None:
+                return
+            self._set_state(proc, ProcessState.RUNNING, "scheduled")
+        # Phase 4: run one slice of its task, and handle what it yields.
+        self._run_slice(proc)
+
+    def _procs(self) -> dict[int, Process]:
+        return {p.pid: p for p in self.table}
+
+    def _take_requests(self, block: bool, timeout: float) -> None:
+        try:
+            request = self._requests.get(block=block, timeout=timeout if block else None)
+        except queue.Empty:
+            return
+        while request is not None:
+            self._handle(request)
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, request: Any) -> None:
+        if isinstance(request, _Spawn):
+            proc = self.table.spawn(request.name, request.priority, list(self._boot))
+            self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower()))
+            self._set_state(proc, ProcessState.IDLE, "spawned")
+            request.future.set_result(proc.pid)
+        elif isinstance(request, _Submit):
+            try:
+                proc = self.table.get(request.pid)
+            except LookupError as exc:
+                request.turn.future.set_exception(TurnError(str(exc)))
+                return
+            if proc.state in (ProcessState.DONE, ProcessState.FAILED) and proc.task is None:
+                request.turn.future.set_exception(TurnError(f"process {proc.pid} has ended"))
+                return
+            if self.load_error is not None:
+                request.turn.future.set_exception(TurnError(f"the model is not available: {self.load_error}"))
+                return
+            proc.turns.append(request.turn)
+            self._start_next_turn(proc)
+        elif isinstance(request, _Stop):
+            proc = self._lookup(request.pid)
+            if proc is not None and proc.task is not None:
+                proc.stop_requested = True
+        elif isinstance(request, _Kill):
+            proc = self._lookup(request.pid)
+            if proc is not None:
+                proc.stop_requested = True
+                for turn in proc.turns[1:]:
+                    turn.future.set_exception(TurnError(f"process {proc.pid} was killed"))
+                del proc.turns[1:]
+                if proc.task is None:
+                    self._end(proc)
+                else:
+                    proc.kill_requested = True  # the task ends at its next step; then the process
+
+    def _lookup(self, pid: int) -> Process | None:
+        try:
+            return self.table.get(pid)
+        except LookupError:
+            return None
+
+    def _start_next_turn(self, proc: Process) -> None:
+        if proc.task is not None or not proc.turns:
+            return
+        proc.stop_requested = False
+        proc.task = run_turn(self._svc, proc, proc.turns[0].text)
+        self._set_state(proc, ProcessState.READY, "new turn")
+        self.scheduler.make_ready(proc)
+
+    def _collect_completions(self) -> None:
+        now = time.monotonic()
+        for proc in self.table.in_state(ProcessState.WAITING):
+            wait = proc.waiting_on
+            if wait is None:
+                continue
+            if wait.future.done():
+                proc.resume_value = wait.future.result()
+            elif proc.stop_requested:
+                proc.resume_value = None
+            elif now >= getattr(wait.future, "deadline", float("inf")):
+                proc.resume_value = wait.future.timeout_result  # type: ignore[attr-defined]
+                log.warning("process %d: %s", proc.pid, proc.resume_value.error)
+            else:
+                continue
+            proc.waiting_on = None
+            self._set_state(proc, ProcessState.READY, "device answered")
+            self.scheduler.make_ready(proc)
+
+    def _run_slice(self, proc: Process) -> None:
+        assert proc.task is not None
+        value, proc.resume_value = proc.resume_value, None
+        try:
+            yielded = proc.task.send(value)
+        except StopIteration as stop:
+            self._finish_turn(proc, stop.value)
+            return
+        except BackendError as exc:
+            self._fail_turn(proc, str(exc))
+            return
+        except Exception as exc:
+            log.exception("process %d failed", proc.pid)
+            self._fail_turn(proc, f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(yielded, WaitFor):
+            proc.waiting_on = yielded
+            self._set_state(proc, ProcessState.WAITING, "system call")
+            self._running = None
+        elif yielded is not Yield.SLICE:
+            self._fail_turn(proc, f"task yielded {yielded!r}")
+
+    def _finish_turn(self, proc: Process, result: TurnResult) -> None:
+        turn = proc.turns.pop(0)
+        proc.task = None
+        self._running = None
+        self.bus.emit(events.TurnFinished(proc.pid, result.answer, result.stopped, result.timings))
+        turn.future.set_result(result)
+        if proc.kill_requested:
+            self._end(proc)
+            return
+        self._set_state(proc, ProcessState.IDLE, "turn finished")
+        self._start_next_turn(proc)
+
+    def _fail_turn(self, proc: Process, error: str) -> None:
+        proc.task = None
+        proc.error = error
+        self._running = None
+        self.bus.emit(events.ProcessFailed(proc.pid, error))
+        if proc.turns:
+            proc.turns.pop(0).future.set_exception(TurnError(error))
+        self._set_state(proc, ProcessState.IDLE, "turn failed")
+        self._start_next_turn(proc)
+
+    def _end(self, proc: Process) -> None:
+        proc.task = None
+        self.scheduler.forget(proc)
+        self.backend.release(proc.pid)
+        if self._running is proc:
+            self._running = None
+        self._set_state(proc, ProcessState.DONE, "killed")
+
+    def _set_state(self, proc: Process, new: ProcessState, reason: str) -> None:
+        if proc.state is new:
+            return
+        old, proc.state = proc.state, new
+        self.bus.emit(events.ProcessStateChanged(proc.pid, old.value, new.value, reason))
+
+    def _on_switch(self, info: SwitchInfo) -> None:
+        self.bus.emit(events.ContextSwitched(
+            info.pid, info.previous, info.method, info.reused_tokens, info.evaluated_tokens, info.seconds,
+        ))

@@ -1,0 +1,136 @@
+"""Processes: one line of work with its own context (a chat thread, a voice turn, a job)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+from typing import Any
+
+
+class ProcessState(Enum):
+    NEW = "new"
+    READY = "ready"  # has work and waits for the model
+    RUNNING = "running"  # holds the model now
+    WAITING = "waiting"  # waits for a device call
+    IDLE = "idle"  # between turns: waits for the user
+    DONE = "done"  # ended
+    FAILED = "failed"  # ended by an error (the kernel goes on)
+
+
+class Priority(IntEnum):
+    """Higher runs first: a voice turn preempts a chat reply, which preempts a background job."""
+
+    BACKGROUND = 0
+    CHAT = 1
+    VOICE = 2
+
+
+@dataclass
+class Message:
+    """One entry of a process's conversation.
+
+    ``role``: system, user, assistant or tool. An assistant message with ``call`` set is a system
+    call (``call`` = "device.call", ``content`` = the JSON arguments); a tool message carries the
+    result, ``trusted`` saying where it came from.
+    """
+
+    role: str
+    content: str
+    call: str | None = None
+    trusted: bool = True
+
+
+@dataclass
+class TurnResult:
+    answer: str
+    syscalls: list[dict[str, Any]]
+    stopped: bool
+    timings: dict[str, float]
+    pid: int
+
+
+@dataclass
+class Turn:
+    """One user request to a process; ``future`` resolves to a :class:`TurnResult`."""
+
+    text: str
+    future: "Future[TurnResult]" = field(default_factory=Future)
+    submitted_at: float = field(default_factory=time.monotonic)
+
+
+# What a process's task yields to the kernel after each bounded piece of work.
+class Yield(Enum):
+    SLICE = "slice"  # used up a time slice: the scheduler may preempt here
+
+
+@dataclass(frozen=True)
+class WaitFor:
+    """Yielded by a task that waits for a device call; the kernel parks it as WAITING."""
+
+    future: Future
+
+
+Task = Generator[Any, Any, Any]
+
+
+@dataclass
+class Process:
+    pid: int
+    name: str
+    priority: Priority
+    messages: list[Message] = field(default_factory=list)
+    state: ProcessState = ProcessState.NEW
+    turns: list[Turn] = field(default_factory=list)  # pending, oldest first
+    task: Task | None = None
+    waiting_on: WaitFor | None = None
+    resume_value: Any = None  # what the task is sent when it runs next (a device's result)
+    stop_requested: bool = False
+    kill_requested: bool = False
+    tokens_generated: int = 0
+    model_seconds: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    error: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "priority": self.priority.name.lower(),
+            "state": self.state.value,
+            "messages": len(self.messages),
+            "tokens_generated": self.tokens_generated,
+            "model_seconds": round(self.model_seconds, 3),
+            "error": self.error,
+        }
+
+
+class ProcessTable:
+    """The kernel's process table. Touched only on the kernel thread (reads elsewhere are snapshots)."""
+
+    def __init__(self) -> None:
+        self._procs: dict[int, Process] = {}
+        self._pids: Iterator[int] = itertools.count(1)
+
+    def spawn(self, name: str, priority: Priority, messages: list[Message] | None = None) -> Process:
+        proc = Process(pid=next(self._pids), name=name, priority=priority, messages=list(messages or []))
+        self._procs[proc.pid] = proc
+        return proc
+
+    def get(self, pid: int) -> Process:
+        try:
+            return self._procs[pid]
+        except KeyError:
+            raise LookupError(f"no process {pid}") from None
+
+    def __iter__(self) -> Iterator[Process]:
+        return iter(list(self._procs.values()))
+
+    def __len__(self) -> int:
+        return len(self._procs)
+
+    def in_state(self, *states: ProcessState) -> list[Process]:
+        return [p for p in self._procs.values() if p.state in states]

@@ -1,0 +1,59 @@
+"""From a process's messages to the text the model reads (ChatML, as the Qwen models use).
+
+The assistant side of the conversation follows the system-call protocol of
+:mod:`llmos.kernel.syscalls.protocol`: an assistant turn is either ``CALL <device.call> <JSON>``
+or ``ANSWER: <text>``. Device results come back in a user turn inside ``<tool_response>`` tags,
+marked trusted or untrusted. Rendering is deterministic, so a follow-up turn shares its whole
+prefix with the previous one and the backend only evaluates what is new.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable
+from importlib import resources
+
+from .devices import Call
+from .process import Message
+
+ANSWER_PREFIX = "ANSWER:"
+CALL_PREFIX = "CALL"
+
+
+def boot_prompt_template() -> str:
+    return resources.files("llmos.assets").joinpath("boot_prompt.txt").read_text(encoding="utf-8")
+
+
+def describe_calls(calls: Iterable[tuple[str, Call]]) -> str:
+    lines = []
+    for name, call in calls:
+        args = ", ".join(
+            f'"{arg}": {spec.get("type", "value")}' for arg, spec in call.parameters.get("properties", {}).items()
+        )
+        lines.append(f"- {name} {{{args}}}: {call.description}")
+    return "\n".join(lines) if lines else "- (none)"
+
+
+def system_message(calls: list[tuple[str, Call]], template: str | None = None) -> Message:
+    text = (template or boot_prompt_template()).replace("{devices}", describe_calls(calls))
+    return Message("system", text.strip())
+
+
+def _tool_response(msg: Message) -> str:
+    trust = "trusted" if msg.trusted else "untrusted"
+    body = msg.content if msg.trusted else html.escape(msg.content, quote=False)
+    return f'<tool_response call="{msg.call or ""}" trust="{trust}">\n{body}\n</tool_response>'
+
+
+def render_message(msg: Message) -> str:
+    if msg.role == "assistant":
+        content = f"{CALL_PREFIX} {msg.call} {msg.content}" if msg.call else f"{ANSWER_PREFIX} {msg.content}"
+        return f"<|im_start|>assistant\n{content}<|im_end|>\n"
+    if msg.role == "tool":
+        return f"<|im_start|>user\n{_tool_response(msg)}<|im_end|>\n"
+    return f"<|im_start|>{msg.role}\n{msg.content}<|im_end|>\n"
+
+
+def render(messages: Iterable[Message]) -> str:
+    """The conversation so far, ending with the opening of the assistant's next turn."""
+    return "".join(render_message(m) for m in messages) + "<|im_start|>assistant\n"

@@ -1,0 +1,182 @@
+"""Dispatching system calls to devices: validate, check permissions, run off the kernel thread.
+
+Every outcome is a :class:`SyscallResult` value. A device that raises, hangs, returns garbage or
+returns too much gives an error (or a truncated) result; nothing here raises into the kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from ..devices import Call, Device, DeviceError, Permission, Untrusted
+from ..registry import DeviceRegistry, UnknownCall
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_CHARS = 8_000
+
+
+@dataclass
+class SyscallResult:
+    device: str
+    call: str
+    arguments: dict[str, Any]
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    trusted: bool = True
+    source: str = ""
+    seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.device}.{self.call}" if self.call else self.device
+
+    def text(self) -> str:
+        """The result as text for the model (already size-limited)."""
+        if not self.ok:
+            return f"Error: {self.error}"
+        value = self.value
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "call": self.call,
+            "arguments": self.arguments,
+            "result": self.value if self.ok else None,
+            "error": self.error,
+            "ok": self.ok,
+            "trusted": self.trusted,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class GrantPolicy:
+    """Which permissions the user has granted. v0: a fixed set (``--yes`` grants all)."""
+
+    def __init__(self, granted: Iterable[str] = (), grant_all: bool = False) -> None:
+        self.granted = {Permission(p) for p in granted}
+        self.grant_all = grant_all
+
+    def missing(self, device: Device) -> list[Permission]:
+        if self.grant_all:
+            return []
+        return [p for p in device.permissions if p not in self.granted]
+
+
+def _normalise(value: Any) -> Any:
+    """Device results must be JSON-like; anything else is refused as garbage."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DeviceError(f"device returned a non-finite number ({value})")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    raise DeviceError(f"device returned a {type(value).__name__}, which is not plain data")
+
+
+def _limit(value: Any) -> Any:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    if len(text) <= MAX_RESULT_CHARS:
+        return value
+    return text[:MAX_RESULT_CHARS] + f"\n[... truncated: the result had {len(text):,} characters]"
+
+
+@dataclass
+class Dispatcher:
+    """Runs device calls on daemon worker threads, each with a deadline."""
+
+    registry: DeviceRegistry
+    policy: GrantPolicy = field(default_factory=GrantPolicy)
+    on_log: Callable[[str], None] | None = None
+
+    def prepare(self, qualified: str, arguments: Any) -> tuple[Device, Call, dict[str, Any]] | SyscallResult:
+        """Resolve and validate a call; an error result when it cannot run."""
+        device_name, _, call_name = qualified.partition(".")
+        try:
+            device, call = self.registry.resolve(qualified)
+        except UnknownCall as exc:
+            known = ", ".join(name for name, _ in self.registry.calls())
+            return SyscallResult(device_name, call_name, {}, ok=False, error=f"{exc}. Known calls: {known}")
+        if not isinstance(arguments, dict):
+            return SyscallResult(device.name, call.name, {}, ok=False,
+                                 error=f"arguments must be a JSON object, got {type(arguments).__name__}")
+        try:
+            jsonschema.validate(arguments, call.parameters)
+        except jsonschema.ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
+            return SyscallResult(device.name, call.name, arguments, ok=False,
+                                 error=f"invalid arguments for {device.name}.{call.name} ({where}): {exc.message}")
+        missing = self.policy.missing(device)
+        if missing:
+            names = ", ".join(p.value for p in missing)
+            return SyscallResult(
+                device.name, call.name, arguments, ok=False,
+                error=f"permission denied: device {device.name!r} needs {names}, which the user has not granted",
+            )
+        return device, call, arguments
+
+    def submit(self, qualified: str, arguments: Any) -> "Future[SyscallResult]":
+        """Start a call; the future always resolves to a SyscallResult (never raises)."""
+        future: Future[SyscallResult] = Future()
+        prepared = self.prepare(qualified, arguments)
+        if isinstance(prepared, SyscallResult):
+            future.set_result(prepared)
+            return future
+        device, call, args = prepared
+        future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
+        future.timeout_result = SyscallResult(  # type: ignore[attr-defined]
+            device.name, call.name, args, ok=False,
+            error=f"{device.name}.{call.name} did not answer within {call.timeout_s:g} s",
+            seconds=call.timeout_s,
+        )
+        worker = threading.Thread(
+            target=self._run, args=(device, call, args, future),
+            name=f"device-{device.name}.{call.name}", daemon=True,
+        )
+        worker.start()
+        return future
+
+    def call_blocking(self, qualified: str, arguments: Any) -> SyscallResult:
+        """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
+        future = self.submit(qualified, arguments)
+        deadline = getattr(future, "deadline", None)
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return future.result(timeout=timeout)
+        except TimeoutError:
+            return future.timeout_result  # type: ignore[attr-defined]
+
+    def _run(self, device: Device, call: Call, args: dict[str, Any], future: Future[SyscallResult]) -> None:
+        start = time.monotonic()
+        result = SyscallResult(device.name, call.name, args, ok=True)
+        try:
+            value = call.function(**args)
+            if isinstance(value, Untrusted):
+                result.trusted = False
+                result.source = value.source
+                value = value.value
+            result.value = _limit(_normalise(value))
+        except DeviceError as exc:
+            result.ok, result.error = False, str(exc) or type(exc).__name__
+        except Exception as exc:  # a device bug is an error value, and a log line
+            log.warning("device %s.%s raised %s: %s", device.name, call.name, type(exc).__name__, exc)
+            result.ok, result.error = False, f"{device.name}.{call.name} failed: {type(exc).__name__}: {exc}"
+        result.seconds = time.monotonic() - start
+        if not future.done():
+            future.set_result(result)

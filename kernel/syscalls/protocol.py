@@ -1,0 +1,99 @@
+"""The system-call protocol: how the model asks for a device, and how we read what it wrote.
+
+An assistant turn is either ``CALL <device.call> <JSON arguments>`` or ``ANSWER: <text>``.
+Deciding *whether* to call and *what* to call are separate steps (see :mod:`.decide`): the
+arguments are generated under a grammar built from the call's JSON schema, then validated again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..devices import Call
+from ..process import Message
+
+MAX_STRING_LENGTH = 400
+
+# Conversations that show the model when not to call. Each device adds its own examples.
+ANSWER_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("Hi there!", "Hello! How can I help you today?"),
+    ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
+)
+
+
+def example_messages(calls: list[tuple[str, Call]]) -> list[Message]:
+    """Few-shot turns: the answer examples interleaved with one example per call that has one."""
+    calling = [
+        (name, call.examples[0]) for name, call in calls if call.examples
+    ]
+    answers = list(ANSWER_EXAMPLES)
+    messages: list[Message] = []
+    while calling or answers:
+        if answers:
+            request, reply = answers.pop(0)
+            messages += [Message("user", request), Message("assistant", reply)]
+        if calling:
+            name, example = calling.pop(0)
+            messages += [
+                Message("user", example.request),
+                Message("assistant", json.dumps(example.arguments, ensure_ascii=False), call=name),
+            ]
+    return messages
+
+
+def grammar_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The call's schema made safe for grammar-constrained generation.
+
+    llama.cpp's JSON grammar lets strings run on; every string gets a ``maxLength``.
+    """
+
+    def tighten(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: tighten(v) for k, v in node.items()}
+            if out.get("type") == "string" and "maxLength" not in out and "enum" not in out:
+                out["maxLength"] = MAX_STRING_LENGTH
+            return out
+        if isinstance(node, list):
+            return [tighten(v) for v in node]
+        return node
+
+    schema = tighten(parameters)
+    schema.pop("default", None)
+    return schema
+
+
+@dataclass(frozen=True)
+class ParsedCall:
+    name: str
+    arguments: Any
+    error: str | None = None
+
+
+_CALL_RE = re.compile(r"^\s*CALL\s+([A-Za-z_][\w.]*)\s*(.*)$", re.DOTALL)
+
+
+def parse_arguments(text: str) -> tuple[Any, str | None]:
+    """JSON arguments as written by the model; (None, reason) when they are not JSON."""
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`").removeprefix("json").strip()
+    if not text:
+        return {}, None
+    try:
+        value, end = json.JSONDecoder(strict=False).raw_decode(text)
+    except json.JSONDecodeError as exc:
+        return None, f"arguments are not valid JSON ({exc.msg} at character {exc.pos})"
+    return value, None
+
+
+def parse_reply(text: str) -> ParsedCall | str:
+    """Free text from the model -> a ParsedCall, or the answer text."""
+    match = _CALL_RE.match(text)
+    if match:
+        arguments, error = parse_arguments(match.group(2))
+        return ParsedCall(match.group(1), arguments, error)
+    answer = text.strip()
+    return answer.removeprefix("ANSWER:").strip()

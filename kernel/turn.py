@@ -1,0 +1,180 @@
+"""One turn of a process, written as a task the kernel advances one bounded step at a time.
+
+A task is a generator. It does a little work on the kernel thread (score a decision, generate up
+to one slice of tokens) and then yields: ``Yield.SLICE`` where the scheduler may preempt it, or
+``WaitFor(future)`` while a device works. The kernel resumes it with the device's result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import events
+from .backends.base import Backend, SamplingParams
+from .process import Message, Process, Task, TurnResult, WaitFor, Yield
+from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, system_message
+from .registry import DeviceRegistry
+from .syscalls.decide import decide
+from .syscalls.dispatch import Dispatcher, SyscallResult
+from .syscalls.protocol import ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply
+
+
+@dataclass
+class TurnOptions:
+    slice_tokens: int = 32
+    max_rounds: int = 4
+    decision_threshold: float = 2.0
+    temperature: float = 0.0
+    max_answer_tokens: int = 512
+    max_call_tokens: int = 200
+
+
+@dataclass
+class TurnServices:
+    """What a turn needs from the kernel, passed explicitly."""
+
+    backend: Backend
+    registry: DeviceRegistry
+    dispatcher: Dispatcher
+    emit: Callable[[events.Event], None]
+    options: TurnOptions
+
+
+def boot_messages(registry: DeviceRegistry) -> list[Message]:
+    """The pinned start of every process: the boot prompt and the example turns."""
+    calls = registry.calls()
+    return [system_message(calls), *example_messages(calls)]
+
+
+def _generate(
+    svc: TurnServices, proc: Process, prompt: str, *, max_tokens: int, schema: dict[str, Any] | None = None,
+    on_piece: Callable[[str], None] | None = None, stop: tuple[str, ...] = ("<|im_end|>",),
+) -> Task:
+    """Generate after ``prompt``, one slice per step; returns (text, tokens generated)."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=svc.options.temperature, stop=stop)
+    stream = svc.backend.open(proc.pid, prompt, params, json_schema=schema)
+    text: list[str] = []
+    try:
+        while not stream.finished and not proc.stop_requested:
+            started = time.monotonic()
+            before = stream.stats.generated_tokens
+            pieces = stream.next(svc.options.slice_tokens)
+            proc.model_seconds += time.monotonic() - started
+            proc.tokens_generated += stream.stats.generated_tokens - before
+            for piece in pieces:
+                text.append(piece)
+                if on_piece is not None:
+                    on_piece(piece)
+            if not stream.finished:
+                yield Yield.SLICE
+    finally:
+        stream.close()
+    return "".join(text), stream.stats.generated_tokens
+
+
+def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
+    """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
+    opts = svc.options
+    started = time.monotonic()
+    proc.messages.append(Message("user", user_text))
+    call_names = [name for name, _ in svc.registry.calls()]
+    syscalls: list[dict[str, Any]] = []
+    seen_calls: set[str] = set()
+    first_token: list[float] = []
+    answer_tokens = [0]
+
+    def on_answer_piece(piece: str) -> None:
+        if not first_token:
+            first_token.append(time.monotonic())
+        svc.emit(events.Token(proc.pid, piece))
+
+    call_id = 0
+    for round_no in range(opts.max_rounds + 1):
+        if proc.stop_requested:
+            break
+        prompt = render(proc.messages)
+        may_call = round_no < opts.max_rounds and call_names
+        parsed: ParsedCall | None = None
+        if may_call and svc.backend.supports_scoring:
+            decision = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold)
+            svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
+            yield Yield.SLICE
+            if decision.call is not None:
+                _, call = svc.registry.resolve(decision.call)
+                raw, _ = yield from _generate(
+                    svc, proc, f"{prompt}{CALL_PREFIX} {decision.call} ",
+                    max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
+                )
+                arguments, error = parse_arguments(raw)
+                parsed = ParsedCall(decision.call, arguments, error)
+        elif may_call:
+            # A backend that cannot score: let the model write freely and read what it wrote.
+            raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)
+            reply = parse_reply(raw)
+            if isinstance(reply, str):
+                first_token.append(time.monotonic())
+                svc.emit(events.Token(proc.pid, reply))
+                proc.messages.append(Message("assistant", reply))
+                return _result(proc, reply, syscalls, started, first_token, answer_tokens[0])
+            parsed = reply
+        if parsed is not None:
+            key = f"{parsed.name} {json.dumps(parsed.arguments, sort_keys=True)}"
+            if key not in seen_calls and not proc.stop_requested:
+                seen_calls.add(key)
+                call_id += 1
+                result = yield from _syscall(svc, proc, parsed, call_id)
+                syscalls.append(result.as_dict())
+                continue
+        # Answer.
+        text, answer_tokens[0] = yield from _generate(
+            svc, proc, f"{render(proc.messages)}{ANSWER_PREFIX}",
+            max_tokens=opts.max_answer_tokens, on_piece=on_answer_piece,
+        )
+        answer = text.strip()
+        proc.messages.append(Message("assistant", answer))
+        return _result(proc, answer, syscalls, started, first_token, answer_tokens[0])
+    return _result(proc, "", syscalls, started, first_token, answer_tokens[0])
+
+
+def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int) -> Task:
+    arguments = parsed.arguments if isinstance(parsed.arguments, dict) else {}
+    proc.messages.append(
+        Message("assistant", json.dumps(parsed.arguments, ensure_ascii=False), call=parsed.name)
+    )
+    device, _, call = parsed.name.partition(".")
+    svc.emit(events.SyscallStarted(proc.pid, call_id, device, call, arguments))
+    if parsed.error is not None:
+        result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
+    else:
+        result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments))
+        if result is None:  # the turn was stopped while the device worked
+            result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
+    svc.emit(events.SyscallFinished(
+        proc.pid, call_id, result.device, result.call, result.arguments, result.value,
+        result.ok, result.seconds, result.trusted, result.error,
+    ))
+    proc.messages.append(Message("tool", result.text(), call=result.name, trusted=result.trusted))
+    return result
+
+
+def _result(proc: Process, answer: str, syscalls: list[dict[str, Any]], started: float,
+            first_token: list[float], tokens: int) -> TurnResult:
+    now = time.monotonic()
+    ttft = (first_token[0] - started) if first_token else now - started
+    gen_time = now - first_token[0] if first_token else 0.0
+    return TurnResult(
+        answer=answer,
+        syscalls=syscalls,
+        stopped=proc.stop_requested,
+        timings={
+            "ttft_s": round(ttft, 4),
+            "tokens": tokens,
+            "tokens_per_s": round((tokens - 1) / gen_time, 2) if tokens > 1 and gen_time > 0 else 0.0,
+            "total_s": round(now - started, 4),
+        },
+        pid=proc.pid,
+    )
