@@ -101,12 +101,14 @@ class Kernel:
         if self.load_error is not None:
             raise BackendError(self.load_error)
 
-    def shutdown(self, timeout: float = 10.0) -> None:
+    def shutdown(self, timeout: float = 10.0, *, close_backend: bool = True) -> None:
+        """Stop the loop; ``close_backend=False`` leaves the model loaded for another kernel."""
         self._stopping.set()
         self._requests.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
-        self.backend.close()
+        if close_backend:
+            self.backend.close()
 
     def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT) -> int:
         request = _Spawn(name, priority)

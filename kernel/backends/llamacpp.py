@@ -85,6 +85,8 @@ class LlamaCppBackend:
     # --- lifecycle ------------------------------------------------------------------------
 
     def load(self) -> None:
+        if self._llm is not None:
+            return
         try:
             check_gguf(self.options.model_path)
         except ModelFileError as exc:

@@ -1,0 +1,57 @@
+"""Shared fixtures. The real model is loaded once per test run (session scope)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Qt aborts the whole run when there is no display: tests always render offscreen.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Never read the user's config or write into the user's data directory.
+_DATA = tempfile.mkdtemp(prefix="llmos-test-data-")
+os.environ["LLMOS_DATA_DIR"] = _DATA
+os.environ["LLMOS_CONFIG"] = str(Path(_DATA) / "no-config.toml")
+
+from llmos.kernel.model_file import default_model_path  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    path = default_model_path()
+    if not path.is_file():
+        pytest.fail(f"the embedded model is missing at {path}: run `make test` (it installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_backend(model_path: Path) -> Iterator[object]:
+    """The embedded GGUF through llama-cpp-python, loaded once for the whole run."""
+    from llmos.kernel.backends.llamacpp import LlamaCppBackend, LlamaOptions
+
+    backend = LlamaCppBackend(LlamaOptions(model_path, n_ctx=8192))
+    backend.load()
+    yield backend
+    backend.close()
+
+
+@pytest.fixture()
+def real_kernel(real_backend) -> Iterator[object]:
+    """A started kernel with the built-in devices on the shared real model."""
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+
+    kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
+    kernel.wait_ready(60)
+    yield kernel
+    kernel.shutdown(close_backend=False)
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path
