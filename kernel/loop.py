@@ -27,7 +27,7 @@ from .process import Priority, Process, ProcessState, ProcessTable, Turn, TurnRe
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
 from .syscalls.dispatch import Dispatcher, GrantPolicy
-from .turn import TurnOptions, TurnServices, boot_messages, run_turn
+from .turn import TurnOptions, TurnServices, boot_messages, make_calibration, run_turn
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ class Kernel:
         self._ready = threading.Event()
         self._running: Process | None = None
         self._boot = boot_messages(registry)
-        self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options)
+        self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options,
+                                 make_calibration(registry))
         self.load_error: str | None = None
         backend.on_switch = self._on_switch
 

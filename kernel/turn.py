@@ -18,16 +18,18 @@ from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, system_message
 from .registry import DeviceRegistry
-from .syscalls.decide import decide
+from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
-from .syscalls.protocol import ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply
+from .syscalls.protocol import (
+    NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
+)
 
 
 @dataclass
 class TurnOptions:
     slice_tokens: int = 32
     max_rounds: int = 4
-    decision_threshold: float = 2.0
+    decision_threshold: float = DEFAULT_THRESHOLD
     temperature: float = 0.0
     max_answer_tokens: int = 512
     max_call_tokens: int = 200
@@ -42,12 +44,19 @@ class TurnServices:
     dispatcher: Dispatcher
     emit: Callable[[events.Event], None]
     options: TurnOptions
+    calibration: Calibration | None = None
 
 
 def boot_messages(registry: DeviceRegistry) -> list[Message]:
     """The pinned start of every process: the boot prompt and the example turns."""
     calls = registry.calls()
     return [system_message(calls), *example_messages(calls)]
+
+
+def make_calibration(registry: DeviceRegistry) -> Calibration:
+    """Decision calibration against content-free requests after the boot messages."""
+    boot = boot_messages(registry)
+    return Calibration(lambda: [render([*boot, Message("user", text)]) for text in NULL_REQUESTS])
 
 
 def _generate(
@@ -100,7 +109,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         may_call = round_no < opts.max_rounds and call_names
         parsed: ParsedCall | None = None
         if may_call and svc.backend.supports_scoring:
-            decision = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold)
+            decision = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
             svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
             yield Yield.SLICE
             if decision.call is not None:

@@ -200,8 +200,12 @@ class LlamaCppBackend:
         if reused == len(tokens) and not (self._logits_fresh and len(self._tokens) == len(tokens)):
             reused -= 1  # logits for the last token are needed: evaluate it again
         self._truncate(reused)
+        # The last token is always evaluated on its own, as every generated token is: then the
+        # logits a process samples from do not depend on how its prompt was batched, and a
+        # process restored after a switch continues exactly as if it had never been interrupted.
         if reused < len(tokens):
-            self._eval(tokens[reused:])
+            self._eval(tokens[reused:-1])
+            self._eval(tokens[-1:])
         self._owner = pid
         self._released.discard(pid)
         if previous != pid and self.on_switch is not None:

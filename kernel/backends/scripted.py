@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..prompt import ANSWER_PREFIX, CALL_PREFIX
+from ..syscalls.decide import CALIBRATION_PID
 from .base import BackendError, SamplingParams, StreamStats, SwitchInfo
 
 _WORD = re.compile(r"\S+\s*|\s+")
@@ -61,6 +62,8 @@ class ScriptedBackend:
         return self.replies[0] if self.replies else f"{ANSWER_PREFIX} (no scripted reply)"
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:
+        if pid == CALIBRATION_PID:  # the scripted model has no habits to calibrate away
+            return [0.0] * len(continuations)
         self._switch(pid)
         self.history.append(prompt)
         reply = self._next_reply()

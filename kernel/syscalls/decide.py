@@ -3,44 +3,79 @@
 Measured on the 0.5B embedded model (../shared/ASSETS.md, and ``bench/bench_decisions.py``
 here): under a JSON grammar the model always calls; left free it writes broken calls. What works
 is to compare how likely the model is to start its reply with ``CALL <device.call>`` versus
-``ANSWER:``. The margin ``log P(CALL ...) - log P(ANSWER:)`` (summed over the calls) ranks the
-requests well; the kernel calls when it exceeds a threshold calibrated for the boot prompt, and
-picks the most likely call. The arguments are then generated under that call's grammar.
+``ANSWER:``, after the boot prompt and its example turns.
+
+Raw likelihoods carry the examples' habits (the 0.5B model likes the calculator whatever is
+asked), so each score is *calibrated*: the score the same continuation gets after a content-free
+request (``N/A``, empty, ``[MASK]``) is subtracted ("contextual calibration", Zhao et al. 2021).
+The margin is then ``max over calls (calibrated CALL score) - calibrated ANSWER score``; the
+kernel calls when it exceeds a threshold tuned for the boot prompt, and picks that call. The
+arguments are generated afterwards under the call's grammar.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..backends.base import Backend
 from ..prompt import ANSWER_PREFIX, CALL_PREFIX
 
-# Calibrated with `python bench/bench_decisions.py --calibrate` on the embedded model and the
-# built-in boot prompt; re-calibrate when either changes (the config key `decision_threshold`).
-DEFAULT_THRESHOLD = 2.0
+# Tuned with `python bench/bench_decisions.py --calibrate` on the embedded model and the built-in
+# boot prompt; re-tune when either changes (config key `decision_threshold`).
+DEFAULT_THRESHOLD = 2.5
+
+# pid under which the kernel scores its own calibration prompts
+CALIBRATION_PID = 0
 
 
 @dataclass(frozen=True)
 class Decision:
     call: str | None  # "device.call", or None to answer
-    margin: float  # log P(call) - log P(answer), in nats
+    margin: float  # calibrated log P(best call) - log P(answer), in nats
     best: str | None  # the most likely call, whether or not it was chosen
     threshold: float
 
 
-def _logsumexp(values: list[float]) -> float:
-    top = max(values)
-    return top + math.log(sum(math.exp(v - top) for v in values))
+def continuations(call_names: list[str]) -> list[str]:
+    return [ANSWER_PREFIX] + [f"{CALL_PREFIX} {name}" for name in call_names]
 
 
-def decide(backend: Backend, pid: int, prompt: str, call_names: list[str], threshold: float) -> Decision:
+@dataclass
+class Calibration:
+    """Baseline scores per boot prompt, computed once and reused for every decision."""
+
+    null_prompts: Callable[[], list[str]]
+    _cache: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+
+    def baseline(self, backend: Backend, call_names: list[str]) -> list[float]:
+        key = tuple(call_names)
+        if key not in self._cache:
+            conts = continuations(call_names)
+            rows = [backend.score(CALIBRATION_PID, p, conts) for p in self.null_prompts()]
+            backend.release(CALIBRATION_PID)
+            self._cache[key] = [sum(col) / len(rows) for col in zip(*rows)]
+        return self._cache[key]
+
+
+def decide(
+    backend: Backend,
+    pid: int,
+    prompt: str,
+    call_names: list[str],
+    threshold: float,
+    calibration: Calibration | None = None,
+) -> Decision:
     """Score ``ANSWER:`` against ``CALL <name>`` for every call after ``prompt``."""
     if not call_names:
         return Decision(None, -math.inf, None, threshold)
-    continuations = [ANSWER_PREFIX] + [f"{CALL_PREFIX} {name}" for name in call_names]
-    scores = backend.score(pid, prompt, continuations)
+    scores = backend.score(pid, prompt, continuations(call_names))
+    if calibration is not None:
+        base = calibration.baseline(backend, call_names)
+        scores = [s - b for s, b in zip(scores, base)]
     answer, calls = scores[0], scores[1:]
-    margin = _logsumexp(calls) - answer
-    best = call_names[max(range(len(calls)), key=calls.__getitem__)]
+    best_index = max(range(len(calls)), key=calls.__getitem__)
+    margin = calls[best_index] - answer
+    best = call_names[best_index]
     return Decision(best if margin > threshold else None, margin, best, threshold)

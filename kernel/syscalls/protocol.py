@@ -18,10 +18,18 @@ from ..process import Message
 MAX_STRING_LENGTH = 400
 
 # Conversations that show the model when not to call. Each device adds its own examples.
+# As many of these as there are calls keeps the model from calling out of habit.
 ANSWER_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Hi there!", "Hello! How can I help you today?"),
     ("Who wrote Hamlet?", "William Shakespeare wrote Hamlet."),
+    ("Write a limerick about a cat.", "There once was a cat named Lou, who napped in a comfortable shoe..."),
+    ("Give me two tips for staying focused.", "1. Put your phone away. 2. Work in short blocks with breaks."),
+    ("Good night!", "Good night! Sleep well."),
 )
+
+# Content-free requests: what the model would do with no request at all is subtracted from its
+# scores ("contextual calibration"), so a device the examples make likely is not called by habit.
+NULL_REQUESTS: tuple[str, ...] = ("N/A", "", "[MASK]")
 
 
 def example_messages(calls: list[tuple[str, Call]]) -> list[Message]:

