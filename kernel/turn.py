@@ -69,15 +69,18 @@ def _generate(
     text: list[str] = []
     try:
         while not stream.finished and not proc.stop_requested:
+            # One slice: token by token, so each token is shown (and a stop is seen) at once.
             started = time.monotonic()
             before = stream.stats.generated_tokens
-            pieces = stream.next(svc.options.slice_tokens)
+            while stream.stats.generated_tokens - before < svc.options.slice_tokens:
+                for piece in stream.next(1):
+                    text.append(piece)
+                    if on_piece is not None:
+                        on_piece(piece)
+                if stream.finished or proc.stop_requested:
+                    break
             proc.model_seconds += time.monotonic() - started
             proc.tokens_generated += stream.stats.generated_tokens - before
-            for piece in pieces:
-                text.append(piece)
-                if on_piece is not None:
-                    on_piece(piece)
             if not stream.finished:
                 yield Yield.SLICE
     finally:
@@ -93,12 +96,11 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
     seen_calls: set[str] = set()
-    first_token: list[float] = []
+    clock = _AnswerClock()
     answer_tokens = [0]
 
     def on_answer_piece(piece: str) -> None:
-        if not first_token:
-            first_token.append(time.monotonic())
+        clock.tick()
         svc.emit(events.Token(proc.pid, piece))
 
     call_id = 0
@@ -125,10 +127,10 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)
             reply = parse_reply(raw)
             if isinstance(reply, str):
-                first_token.append(time.monotonic())
+                clock.tick()
                 svc.emit(events.Token(proc.pid, reply))
                 proc.messages.append(Message("assistant", reply))
-                return _result(proc, reply, syscalls, started, first_token, answer_tokens[0])
+                return _result(proc, reply, syscalls, started, clock, answer_tokens[0])
             parsed = reply
         if parsed is not None:
             key = f"{parsed.name} {json.dumps(parsed.arguments, sort_keys=True)}"
@@ -145,8 +147,8 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         )
         answer = text.strip()
         proc.messages.append(Message("assistant", answer))
-        return _result(proc, answer, syscalls, started, first_token, answer_tokens[0])
-    return _result(proc, "", syscalls, started, first_token, answer_tokens[0])
+        return _result(proc, answer, syscalls, started, clock, answer_tokens[0])
+    return _result(proc, "", syscalls, started, clock, answer_tokens[0])
 
 
 def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int) -> Task:
@@ -170,11 +172,24 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
     return result
 
 
+@dataclass
+class _AnswerClock:
+    """When the first and the latest answer token were shown."""
+
+    first: float | None = None
+    last: float | None = None
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.first = now if self.first is None else self.first
+        self.last = now
+
+
 def _result(proc: Process, answer: str, syscalls: list[dict[str, Any]], started: float,
-            first_token: list[float], tokens: int) -> TurnResult:
+            clock: "_AnswerClock", tokens: int) -> TurnResult:
     now = time.monotonic()
-    ttft = (first_token[0] - started) if first_token else now - started
-    gen_time = now - first_token[0] if first_token else 0.0
+    ttft = (clock.first if clock.first is not None else now) - started
+    gen_time = (clock.last - clock.first) if clock.first is not None and clock.last is not None else 0.0
     return TurnResult(
         answer=answer,
         syscalls=syscalls,

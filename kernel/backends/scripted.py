@@ -26,7 +26,8 @@ class ScriptedBackend:
     supports_scoring = True
 
     def __init__(self, replies: list[str] | None = None, *, delay_per_token: float = 0.0,
-                 scoring: bool = True, fail_load: str | None = None) -> None:
+                 scoring: bool = True, fail_load: str | None = None,
+                 responder: Callable[[str], str] | None = None) -> None:
         self.model = "scripted"
         self.n_ctx = 32768
         self.supports_scoring = scoring
@@ -35,6 +36,7 @@ class ScriptedBackend:
         self.history: list[str] = []
         self.delay_per_token = delay_per_token
         self.fail_load = fail_load
+        self.responder = responder  # prompt -> reply, used when no reply is queued
         self.owner: int | None = None
         self.loaded = False
 
@@ -58,21 +60,26 @@ class ScriptedBackend:
                 self.on_switch(SwitchInfo(pid, self.owner, "prefill", 0, 0, 0.0))
             self.owner = pid
 
-    def _next_reply(self) -> str:
-        return self.replies[0] if self.replies else f"{ANSWER_PREFIX} (no scripted reply)"
+    def _reply(self, prompt: str, pop: bool) -> str:
+        if self.replies:
+            return self.replies.popleft() if pop else self.replies[0]
+        if self.responder is not None:
+            opening = "<|im_start|>assistant\n"
+            return self.responder(prompt[: prompt.rindex(opening) + len(opening)])
+        return f"{ANSWER_PREFIX} (no scripted reply)"
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:
         if pid == CALIBRATION_PID:  # the scripted model has no habits to calibrate away
             return [0.0] * len(continuations)
         self._switch(pid)
         self.history.append(prompt)
-        reply = self._next_reply()
+        reply = self._reply(prompt, pop=False)
         return [0.0 if reply.startswith(c) else -20.0 for c in continuations]
 
     def open(self, pid: int, prompt: str, params: SamplingParams, json_schema: dict[str, Any] | None = None) -> "ScriptedStream":
         self._switch(pid)
         self.history.append(prompt)
-        reply = self.replies.popleft() if self.replies else f"{ANSWER_PREFIX} (no scripted reply)"
+        reply = self._reply(prompt, pop=True)
         text = reply
         if self.supports_scoring:
             if prompt.endswith(ANSWER_PREFIX):
