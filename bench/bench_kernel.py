@@ -39,11 +39,11 @@ FIGURES = ("generation_ratio", "kv_restore_speedup", "ttft_turn20_vs_turn2")
 
 GENERATION_TOKENS = 128
 # Asks for an answer longer than GENERATION_TOKENS.
-GENERATION_REQUEST = "Tell me a long, detailed story about a lighthouse keeper who finds a message in a bottle."
+GENERATION_REQUEST = "Count from 1 to 100, separated by commas."
 
 RESTORE_TOKENS = 1500
-# Process A ids for the backend-level benchmark: far above any kernel pid.
-PID_LONG, PID_OTHER = 900_001, 900_002
+# Process ids for the backend-level measurements: far above any kernel pid.
+PID_LONG, PID_OTHER, PID_STREAM = 900_001, 900_002, 900_003
 
 TTFT_TURNS = 20
 TTFT_ANSWER_TOKENS = 24
@@ -154,19 +154,15 @@ def fmt_list(values: Sequence[float], scale: float = 1.0, digits: int = 1) -> st
     return "[" + ", ".join(f"{v * scale:.{digits}f}" for v in values) + "]"
 
 
-def interleaved(reps: int, first: Callable[[], float], second: Callable[[], float]) -> tuple[list[float], list[float]]:
-    """Run the two measurements ``reps`` times each, alternating which goes first (ABBA), so that
-    drifting machine load falls on both alike. Returns (first's values, second's values)."""
-    a: list[float] = []
-    b: list[float] = []
+def interleaved(reps: int, arms: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Run every arm ``reps`` times, one repetition of each after the other, reversing the order
+    every other repetition (ABBA...), so that drifting machine load falls on all arms alike."""
+    values: dict[str, list[float]] = {name: [] for name in arms}
     for i in range(reps):
-        if i % 2 == 0:
-            a.append(first())
-            b.append(second())
-        else:
-            b.append(second())
-            a.append(first())
-    return a, b
+        order = list(arms) if i % 2 == 0 else list(reversed(arms))
+        for name in order:
+            values[name].append(arms[name]())
+    return values
 
 
 # --- a. generation rate: kernel vs plain llama-cpp-python -------------------------------------
@@ -179,8 +175,8 @@ class RawRun:
 
 
 def raw_generate(llm: Any, prompt_tokens: list[int], n: int) -> RawRun:
-    """``n`` tokens greedily with ``Llama.generate`` (the bare sample/eval loop); tokens/s from
-    the first token to the last."""
+    """``n`` tokens greedily with ``Llama.generate`` (the bare sample/eval loop, as the kernel's
+    sampler: greedy after the same penalty stage); tokens/s from the first token to the last."""
     import llama_cpp
 
     vocab = llama_cpp.llama_model_get_vocab(llm.model)
@@ -208,57 +204,80 @@ def generation_ratio(ctx: "BenchContext") -> dict[str, Any]:
     raw = ctx.raw_llama()
     reps = ctx.reps(7, 3)
     recorder = StreamRecorder(backend)
-    # max_rounds=0: the turn answers at once, without the device decision (which happens before the
-    # first answer token, so it would not be timed anyway), so the figure does not depend on how the
-    # decision threshold is calibrated; the answer runs through the kernel's slices as usual.
+    # max_rounds=0: the turn answers at once, without the device decision (it comes before the first
+    # answer token, so it would not be timed anyway); the figure then does not depend on how the
+    # decision threshold is calibrated. The answer runs through the kernel's slices as usual.
     options = TurnOptions(max_answer_tokens=GENERATION_TOKENS, temperature=0.0, max_rounds=0)
     kernel_reported: list[float] = []
-    kernel_tokens: list[int] = []
-    calls: list[int] = []
-    kernel_answers: list[str] = []
+    tokens: dict[str, list[int]] = {"raw": [], "kernel": [], "stream": []}
+    texts: dict[str, str] = {}
     with ctx.kernel(options, backend=recorder) as kernel:
 
         def kernel_run() -> float:
             pid = kernel.spawn("bench-generation")
             index = len(recorder.streams)
-            result = kernel.submit(pid, GENERATION_REQUEST).result(timeout=600)
-            kernel.kill(pid)
+            result = kernel.submit(pid, GENERATION_REQUEST).result(timeout=900)
+            # (no kernel.kill here: it would release the pid on the kernel thread while this thread
+            # drives the backend in stream_run; ctx.kernel() releases the pids at the end)
+            if result.syscalls:
+                raise RuntimeError(f"the kernel called a device: {result.syscalls}")
             stream = recorder.answer_stream_since(index)
             kernel_reported.append(float(result.timings["tokens_per_s"]))
-            kernel_tokens.append(stream.stats.generated_tokens)
-            calls.append(len(result.syscalls))
-            kernel_answers.append(result.answer)
+            tokens["kernel"].append(stream.stats.generated_tokens)
+            texts["kernel"] = result.answer
             return stream.generation_rate()
 
-        # Warm-up, and the exact prompt the kernel answers after, for the plain Llama.
+        # Warm-up, and the exact prompt the kernel answers after, for the other arms.
         kernel_run()
         prompt = recorder.answer_stream_since(0).prompt
         prompt_tokens = backend.tokenize(prompt)
-        raw_tokens: list[list[int]] = []
 
         def raw_run() -> float:
             run = raw_generate(raw, prompt_tokens, GENERATION_TOKENS)
-            raw_tokens.append(run.tokens)
+            tokens["raw"].append(len(run.tokens))
+            texts["raw"] = backend.detokenize(run.tokens).strip()
             return run.rate
 
-        raw_run()
-        for warm_up in (kernel_reported, kernel_tokens, calls, kernel_answers, raw_tokens):
-            warm_up.clear()
-        ctx.log(f"generation_ratio: {reps} interleaved pairs of {GENERATION_TOKENS} tokens")
-        raw_rates, kernel_rates = interleaved(reps, raw_run, kernel_run)
-    ratios = [k / r for k, r in zip(kernel_rates, raw_rates)]
-    same_text = kernel_answers[-1] == backend.detokenize(raw_tokens[-1]).strip()
+        def stream_run() -> float:
+            """The backend's LocalStream on this thread, without the kernel: splits the kernel's
+            overhead into the backend's (sampling, detokenizing, stop strings) and the loop's."""
+            params = SamplingParams(max_tokens=GENERATION_TOKENS, temperature=0.0, stop=("<|im_end|>",))
+            stream = TimedStream(backend.open(PID_STREAM, prompt, params), PID_STREAM, prompt)
+            pieces: list[str] = []
+            try:
+                while not stream.finished:
+                    pieces += stream.next(options.slice_tokens)
+            finally:
+                stream.close()
+                backend.release(PID_STREAM)
+            tokens["stream"].append(stream.stats.generated_tokens)
+            texts["stream"] = "".join(pieces).strip()
+            return stream.generation_rate()
+
+        arms = {"raw": raw_run, "kernel": kernel_run, "stream": stream_run}
+        for warm_up in (raw_run, stream_run):
+            warm_up()
+        kernel_reported.clear()
+        for counts in tokens.values():
+            counts.clear()
+        ctx.log(f"generation_ratio: {reps} interleaved rounds of {GENERATION_TOKENS} tokens (raw, kernel, stream)")
+        rates = interleaved(reps, arms)
+    ratios = [k / r for k, r in zip(rates["kernel"], rates["raw"])]
+    stream_ratios = [s / r for s, r in zip(rates["stream"], rates["raw"])]
+    same_text = len(set(texts.values())) == 1
     detail = (
-        f"median of {reps} per-pair ratios (ABBA order); kernel answer via kernel.submit, "
-        f"tokens/s from first to last sampled token (prefill excluded) on a prompt of {len(prompt_tokens)} tokens; "
-        f"raw = llama_cpp.Llama.generate greedy, same prompt, {ctx.n_threads} threads. "
-        f"raw tok/s {fmt_list(raw_rates)} median {median(raw_rates):.1f}; "
-        f"kernel tok/s {fmt_list(kernel_rates)} median {median(kernel_rates):.1f}; "
-        f"ratios {fmt_list(ratios, digits=3)}; ratio of medians {median(kernel_rates) / median(raw_rates):.3f}; "
-        f"tokens raw {sorted({len(t) for t in raw_tokens})} kernel {sorted(set(kernel_tokens))} "
-        f"(same text: {same_text}); device calls in kernel turns: {sum(calls)}; "
-        f"kernel-reported timings.tokens_per_s median {median(kernel_reported):.1f} "
-        f"(stamped per slice, see bench_kernel docstring)"
+        f"median of {reps} per-round ratios kernel/raw (order reversed every other round); tokens/s from "
+        f"the first to the last sampled token (prefill excluded), {ctx.n_threads} threads, greedy, same "
+        f"{len(prompt_tokens)}-token prompt (the kernel's answer prompt). raw = llama_cpp.Llama.generate: "
+        f"tok/s {fmt_list(rates['raw'])} median {median(rates['raw']):.1f}; kernel = kernel.submit on a new "
+        f"process (slices of {options.slice_tokens}): tok/s {fmt_list(rates['kernel'])} median "
+        f"{median(rates['kernel']):.1f}; ratios {fmt_list(ratios, digits=3)}, ratio of medians "
+        f"{median(rates['kernel']) / median(rates['raw']):.3f}. For diagnosis, backend LocalStream without "
+        f"the kernel: tok/s {fmt_list(rates['stream'])}, median ratio to raw {median(stream_ratios):.3f}. "
+        f"Tokens per run: raw {sorted(set(tokens['raw']))}, kernel {sorted(set(tokens['kernel']))}, "
+        f"stream {sorted(set(tokens['stream']))}; same text in all arms: {same_text}. "
+        f"Kernel-reported timings.tokens_per_s median {median(kernel_reported):.1f} (stamped per slice: "
+        f"see the bench_kernel docstring)"
     )
     return {"name": "generation_ratio", "value": median(ratios), "unit": "x", "goal": ">= 0.97", "detail": detail}
 
@@ -287,7 +306,7 @@ def kv_restore_speedup(ctx: "BenchContext") -> dict[str, Any]:
     from llmos.kernel.backends.base import SwitchInfo
 
     backend = ctx.backend()
-    reps = ctx.reps(5, 3)
+    reps = ctx.reps(7, 3)
     long = long_context_tokens(backend, ctx.registry(), RESTORE_TOKENS)
     # Another process: a short chat sharing no prefix with the long one (not even the boot prompt).
     other = backend.tokenize("<|im_start|>user\nWhat is the weather like on the moon?<|im_end|>\n"
@@ -319,7 +338,8 @@ def kv_restore_speedup(ctx: "BenchContext") -> dict[str, Any]:
         backend.ensure(PID_LONG, long)  # warm-up
         restore()
         ctx.log(f"kv_restore_speedup: {reps} interleaved pairs, {len(long)}-token context")
-        prefill_s, restore_s = interleaved(reps, prefill, restore)
+        times = interleaved(reps, {"prefill": prefill, "restore": restore})
+        prefill_s, restore_s = times["prefill"], times["restore"]
         snapshot_mb = _snapshot_mb(backend, PID_LONG)
     finally:
         backend.on_switch = saved_hook
