@@ -7,13 +7,13 @@
 - ``ttft_turn20_vs_turn2``: in one 20-turn conversation, time to first token of turn 20 over
   that of turn 2 (goal <= 1.2).
 
-Timing the kernel: the kernel hands answer text to observers (``Token`` events, and the
-``ttft_s`` / ``tokens_per_s`` of ``TurnResult.timings``) only when a whole slice of tokens has
-been generated, so those stamps are late by up to a slice. To time first and last tokens as
-they are sampled, the kernel here runs on :class:`StreamRecorder`, a transparent wrapper of the
-shared backend that keeps the streams the kernel opens (``LocalStream.stats.first_token_at`` is
-stamped at the first sample) and stamps the end of each slice. The kernel's own figures are
-kept in the details.
+Timing the kernel: tokens are stamped where they are sampled, not where the kernel hands text
+out (``TurnResult.timings`` stamps pieces as they reach observers, which a held-back stop-string
+prefix or a change in how the kernel batches its output would shift). The kernel runs on
+:class:`StreamRecorder`, a transparent wrapper of the shared backend that keeps the streams the
+kernel opens: ``LocalStream.stats.first_token_at`` is stamped at the first sample, and the wrapper
+stamps the end of each ``next()`` that produced tokens. The kernel's own figures are in the
+details for comparison.
 
 Run alone: ``.venv/bin/python bench/run.py --only kernel`` (or ``--only kv_restore`` etc).
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -276,8 +277,7 @@ def generation_ratio(ctx: "BenchContext") -> dict[str, Any]:
         f"the kernel: tok/s {fmt_list(rates['stream'])}, median ratio to raw {median(stream_ratios):.3f}. "
         f"Tokens per run: raw {sorted(set(tokens['raw']))}, kernel {sorted(set(tokens['kernel']))}, "
         f"stream {sorted(set(tokens['stream']))}; same text in all arms: {same_text}. "
-        f"Kernel-reported timings.tokens_per_s median {median(kernel_reported):.1f} (stamped per slice: "
-        f"see the bench_kernel docstring)"
+        f"Kernel-reported timings.tokens_per_s median {median(kernel_reported):.1f}"
     )
     return {"name": "generation_ratio", "value": median(ratios), "unit": "x", "goal": ">= 0.97", "detail": detail}
 
@@ -309,8 +309,8 @@ def kv_restore_speedup(ctx: "BenchContext") -> dict[str, Any]:
     reps = ctx.reps(7, 3)
     long = long_context_tokens(backend, ctx.registry(), RESTORE_TOKENS)
     # Another process: a short chat sharing no prefix with the long one (not even the boot prompt).
-    other = backend.tokenize("<|im_start|>user\nWhat is the weather like on the moon?<|im_end|>\n"
-                             "<|im_start|>assistant\n" * 4)
+    other = backend.tokenize("<|im_start|>user\nWhat is the weather like on the moon?<|im_end|>\n" * 4
+                             + "<|im_start|>assistant\n")
     switches: list[SwitchInfo] = []
     saved_hook = backend.on_switch
     backend.on_switch = switches.append
@@ -415,7 +415,9 @@ def ttft_turn20_vs_turn2(ctx: "BenchContext") -> dict[str, Any]:
     per_turn = [median([run[t].ttft for run in runs]) for t in range(len(turns))]
     early, late = median(per_turn[1:4]), median(per_turn[last - 2:last + 1])
     first = runs[0]
-    detail = (
+    called = [t + 1 for t in (1, last) if any(r[t].calls for r in runs)]
+    warning = f"WARNING: turn(s) {called} called a device, their ttft includes the call. " if called else ""
+    detail = warning + (
         f"median over {reps} conversation(s) of ttft(turn {len(turns)}) / ttft(turn 2); ttft = submit -> "
         f"first answer token sampled, answers capped at {TTFT_ANSWER_TOKENS} tokens. "
         f"turn 2 ms {fmt_list([r[1].ttft for r in runs], 1000)}, turn {len(turns)} ms "
@@ -424,7 +426,7 @@ def ttft_turn20_vs_turn2(ctx: "BenchContext") -> dict[str, Any]:
         f"median(turns 2-4) = {late / early:.3f}; answer prompt {first[1].prompt_tokens} tokens at turn 2, "
         f"{first[last].prompt_tokens} at turn {len(turns)}; device calls per turn "
         f"{[sum(r[t].calls for r in runs) for t in range(len(turns))]}; kernel-reported ttft_s "
-        f"(stamped at the end of the first slice) turn 2 {fmt_list([r[1].kernel_ttft for r in runs], 1000)} ms, "
+        f"turn 2 {fmt_list([r[1].kernel_ttft for r in runs], 1000)} ms, "
         f"turn {len(turns)} {fmt_list([r[last].kernel_ttft for r in runs], 1000)} ms, ratio median "
         f"{median(kernel_ratios):.3f}; answer tokens turn 2 {[r[1].answer_tokens for r in runs]}, "
         f"turn {len(turns)} {[r[last].answer_tokens for r in runs]}"
@@ -435,10 +437,30 @@ def ttft_turn20_vs_turn2(ctx: "BenchContext") -> dict[str, Any]:
 # --- entry point --------------------------------------------------------------------------------
 
 
+class BenchmarkFailed(RuntimeError):
+    """Some figures could not be measured; ``figures`` holds those that were (see bench/run.py)."""
+
+    def __init__(self, message: str, figures: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.figures = figures
+
+
 def run(ctx: "BenchContext") -> list[dict[str, Any]]:
     benches: dict[str, Callable[["BenchContext"], dict[str, Any]]] = {
         "generation_ratio": generation_ratio,
         "kv_restore_speedup": kv_restore_speedup,
         "ttft_turn20_vs_turn2": ttft_turn20_vs_turn2,
     }
-    return [bench(ctx) for name, bench in benches.items() if ctx.wants(name)]
+    figures: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for name, bench in benches.items():
+        if not ctx.wants(name):
+            continue
+        try:
+            figures.append(bench(ctx))
+        except Exception as exc:  # go on with the others; the run still counts as crashed
+            ctx.log(f"{name} failed:\n{traceback.format_exc()}")
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+    if failures:
+        raise BenchmarkFailed("; ".join(failures), figures)
+    return figures

@@ -32,6 +32,9 @@ manager), ``ctx.model_path``, ``ctx.n_ctx``, ``ctx.n_threads``, ``ctx.quick`` an
 The machine is shared and noisy: compare side by side within one run (ratios of interleaved
 repetitions, medians), never against an absolute time measured elsewhere.
 
+A module that measures several figures may raise an exception with a ``figures`` attribute (the
+list of figures it finished): they are reported, and the run still counts as crashed.
+
 A module may declare ``FIGURES = ("name", ...)``: ``--only`` then selects it by figure name too,
 and ``ctx.wants(name)`` tells it which of its figures were asked for (it may skip the others).
 A module is also selected when ``--only`` matches its file name.
@@ -81,10 +84,10 @@ class BenchContext:
     only: str | None = None
     n_ctx: int = N_CTX
     n_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
-    _backend: "LlamaCppBackend | None" = field(default=None, repr=False)
-    _raw: Any = field(default=None, repr=False)
-    _registry: "DeviceRegistry | None" = field(default=None, repr=False)
-    _module_selected: bool = field(default=True, repr=False)
+    _backend: "LlamaCppBackend | None" = field(default=None, init=False, repr=False)
+    _raw: Any = field(default=None, init=False, repr=False)
+    _registry: "DeviceRegistry | None" = field(default=None, init=False, repr=False)
+    _module_selected: bool = field(default=True, init=False, repr=False)
 
     def reps(self, normal: int, quick: int) -> int:
         """How many repetitions to run: ``quick`` under ``--quick``."""
@@ -240,7 +243,8 @@ def print_table(figures: list[dict[str, Any]], crashed: dict[str, str]) -> None:
         for f in details:
             print(f"  {f['name']}: {f['detail']}")
     for module, error in crashed.items():
-        print(f"\nCRASHED: {module}: {error}")
+        last = [line for line in error.splitlines() if line.strip()][-1:] or [""]
+        print(f"\nCRASHED: {module}: {last[0]} (the traceback is above)")
 
 
 # --- discovery and the run ----------------------------------------------------------------------
@@ -274,6 +278,10 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
     try:
         module = load_module(path)
     except Exception:
+        if ctx.only is not None and ctx.only not in path.stem:
+            ctx.log(f"{path.name}: not imported ({traceback.format_exc().strip().splitlines()[-1]}); "
+                    f"skipped, as --only does not name it")
+            return [], None
         return [], "import failed:\n" + traceback.format_exc()
     wanted, whole = selection(module, path.stem, ctx.only)
     if not wanted:
@@ -284,13 +292,15 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
     ctx._module_selected = whole
     ctx.log(f"{path.name}: running")
     started = time.monotonic()
+    error: str | None = None
     try:
         raw = run(ctx)
-    except Exception:
-        return [], "raised:\n" + traceback.format_exc()
+    except Exception as exc:
+        error = "raised:\n" + traceback.format_exc()
+        raw = getattr(exc, "figures", [])  # figures finished before the crash, if the module kept them
     finally:
         ctx._module_selected = True
-    ctx.log(f"{path.name}: done in {time.monotonic() - started:.1f} s")
+    ctx.log(f"{path.name}: {'crashed' if error else 'done'} after {time.monotonic() - started:.1f} s")
     if not isinstance(raw, list):
         return [], f"run(ctx) returned {type(raw).__name__}, not a list of figures"
     figures: list[dict[str, Any]] = []
@@ -301,7 +311,7 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
                 figures.append(figure)
     except BadFigure as exc:
         return figures, str(exc)
-    return figures, None
+    return figures, error
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -316,9 +326,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Never read the user's config or write into the user's data directory (as the tests do).
-    data_dir = tempfile.mkdtemp(prefix="llmos-bench-data-")
-    os.environ["LLMOS_DATA_DIR"] = data_dir
-    os.environ["LLMOS_CONFIG"] = str(Path(data_dir) / "no-config.toml")
+    with tempfile.TemporaryDirectory(prefix="llmos-bench-data-") as data_dir:
+        os.environ["LLMOS_DATA_DIR"] = data_dir
+        os.environ["LLMOS_CONFIG"] = str(Path(data_dir) / "no-config.toml")
+        return run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> int:
     from llmos.kernel.model_file import default_model_path
 
     model_path = args.model or default_model_path()
@@ -348,14 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted({n for n in names if names.count(n) > 1}):
         crashed.setdefault("(harness)", "")
         crashed["(harness)"] += f"figure name {name!r} reported more than once; "
+    if not figures and not crashed:
+        print(f"bench: nothing matched --only {args.only!r}", file=sys.stderr)
+        return 2
     load_after = os.getloadavg()
     print()
     print_table(figures, crashed)
     print(f"\nload average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after "
           f"on {os.cpu_count()} CPUs (a shared machine: figures are ratios of interleaved runs)")
-    if not figures and not crashed:
-        print(f"bench: nothing matched --only {args.only!r}", file=sys.stderr)
-        return 2
     results = [{k: f[k] for k in ("name", "value", "unit", "goal", "passed", "detail")} for f in figures]
     args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")

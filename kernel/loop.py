@@ -108,6 +108,8 @@ class Kernel:
         self._requests.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+        for proc in self.table:
+            self.backend.release(proc.pid)
         if close_backend:
             self.backend.close()
 
@@ -155,6 +157,11 @@ class Kernel:
             self.load_error = str(exc)
             self.bus.emit(events.BackendFailed(self.backend.name, self.backend.model, str(exc)))
         else:
+            if self.backend.supports_scoring and self._svc.calibration is not None:
+                # the decision baseline, once, so the first turn does not pay for it
+                names = [name for name, _ in self.registry.calls()]
+                if names:
+                    self._svc.calibration.baseline(self.backend, names)
             self.bus.emit(events.BackendReady(self.backend.name, self.backend.model, time.monotonic() - started))
         self._ready.set()
 

@@ -181,6 +181,11 @@ class LlamaCppBackend:
         """Make the context hold exactly ``tokens`` for ``pid``, with logits for the last one."""
         if not tokens:
             raise BackendError("empty prompt")
+        if (  # the hot path of generation: nothing changed since the last token
+            self._owner == pid and self._logits_fresh and len(self._tokens) == len(tokens)
+            and self._tokens[-16:] == tokens[-16:]
+        ):
+            return
         start = time.monotonic()
         previous = self._owner
         if previous is not None and previous != pid and previous not in self._released and self._tokens:
