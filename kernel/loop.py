@@ -160,8 +160,11 @@ class Kernel:
             if self.backend.supports_scoring and self._svc.calibration is not None:
                 # the decision baseline, once, so the first turn does not pay for it
                 names = [name for name, _ in self.registry.calls()]
-                if names:
-                    self._svc.calibration.baseline(self.backend, names)
+                try:
+                    if names:
+                        self._svc.calibration.baseline(self.backend, names)
+                except BackendError as exc:  # the first turn will try again, and fail visibly
+                    log.warning("decision calibration failed: %s", exc)
             self.bus.emit(events.BackendReady(self.backend.name, self.backend.model, time.monotonic() - started))
         self._ready.set()
 

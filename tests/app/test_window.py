@@ -199,7 +199,7 @@ def test_real_model_calls_the_calculator(qtbot, open_window: OpenWindow, real_ba
         return bool(call_lines) and "7006652" in text.split("llmos", 1)[-1] and not window.busy
 
     try:
-        qtbot.waitUntil(answered, timeout=120_000)
+        qtbot.waitUntil(answered, timeout=300_000)
     except QtTimeoutError as exc:  # say what the window showed
         raise AssertionError(f"{exc}\n--- transcript ---\n{transcript(window)}\n--- status ---\n"
                              f"{window.status_label.text()}") from None
