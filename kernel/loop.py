@@ -23,7 +23,7 @@ from typing import Any
 
 from . import events
 from .backends.base import Backend, BackendError, SwitchInfo
-from .process import Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
+from .process import Message, Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
 from .syscalls.dispatch import Dispatcher, GrantPolicy
@@ -43,6 +43,7 @@ class TurnError(Exception):
 class _Spawn:
     name: str
     priority: Priority
+    history: list[Message] = field(default_factory=list)
     future: "Future[int]" = field(default_factory=Future)
 
 
@@ -113,8 +114,10 @@ class Kernel:
         if close_backend:
             self.backend.close()
 
-    def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT) -> int:
-        request = _Spawn(name, priority)
+    def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT,
+              history: list[Message] | None = None) -> int:
+        """A new process; ``history`` (earlier user/assistant/tool messages) resumes a conversation."""
+        request = _Spawn(name, priority, list(history or []))
         self._requests.put(request)
         return request.future.result(timeout=30)
 
@@ -206,7 +209,7 @@ class Kernel:
 
     def _handle(self, request: Any) -> None:
         if isinstance(request, _Spawn):
-            proc = self.table.spawn(request.name, request.priority, list(self._boot))
+            proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history])
             self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower()))
             self._set_state(proc, ProcessState.IDLE, "spawned")
             request.future.set_result(proc.pid)

@@ -6,7 +6,10 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-from .devices import Call, Device
+from pathlib import Path
+from typing import Any
+
+from .devices import Call, Device, DeviceContext
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,17 @@ class DeviceRegistry:
                 log.warning("device plugin %s (%s) failed to load: %s", ep.name, ep.value, exc)
                 registry.broken.append(BrokenPlugin(ep.name, ep.value, f"{type(exc).__name__}: {exc}"))
         return registry
+
+    def start(self, data_dir: Path, settings: dict[str, dict[str, Any]] | None = None) -> None:
+        """Start every device with its own folder under ``data_dir/devices``; a failure unregisters it."""
+        for device in list(self._devices.values()):
+            context = DeviceContext(data_dir / "devices" / device.name, dict((settings or {}).get(device.name, {})))
+            try:
+                device.start(context)
+            except Exception as exc:
+                log.warning("device %s failed to start: %s", device.name, exc)
+                del self._devices[device.name]
+                self.broken.append(BrokenPlugin(device.name, f"{device.name} (start)", f"{type(exc).__name__}: {exc}"))
 
     def register(self, device: Device) -> None:
         if device.name in self._devices:
