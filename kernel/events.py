@@ -49,6 +49,20 @@ class ProcessCreated(Event):
     pid: int
     name: str
     priority: str
+    conversation: str = ""  # stable id of the conversation the process carries (for the journal)
+    resumed: bool = False
+
+
+@dataclass(frozen=True)
+class MessageAppended(Event):
+    """A message entered a process's conversation (user, assistant answer or call, tool result)."""
+
+    pid: int
+    conversation: str
+    role: str
+    content: str
+    call: str | None = None
+    trusted: bool = True
 
 
 @dataclass(frozen=True)

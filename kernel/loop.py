@@ -44,6 +44,7 @@ class _Spawn:
     name: str
     priority: Priority
     history: list[Message] = field(default_factory=list)
+    conversation: str | None = None
     future: "Future[int]" = field(default_factory=Future)
 
 
@@ -115,9 +116,10 @@ class Kernel:
             self.backend.close()
 
     def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT,
-              history: list[Message] | None = None) -> int:
-        """A new process; ``history`` (earlier user/assistant/tool messages) resumes a conversation."""
-        request = _Spawn(name, priority, list(history or []))
+              history: list[Message] | None = None, conversation: str | None = None) -> int:
+        """A new process. ``history`` (earlier user/assistant/tool messages) and ``conversation``
+        (its journal id) resume a conversation."""
+        request = _Spawn(name, priority, list(history or []), conversation)
         self._requests.put(request)
         return request.future.result(timeout=30)
 
@@ -209,8 +211,10 @@ class Kernel:
 
     def _handle(self, request: Any) -> None:
         if isinstance(request, _Spawn):
-            proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history])
-            self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower()))
+            proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history],
+                                    request.conversation)
+            self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
+                                                proc.conversation, resumed=request.conversation is not None))
             self._set_state(proc, ProcessState.IDLE, "spawned")
             request.future.set_result(proc.pid)
         elif isinstance(request, _Submit):

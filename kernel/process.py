@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+import uuid
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -94,11 +95,13 @@ class Process:
     model_seconds: float = 0.0
     created_at: float = field(default_factory=time.time)
     error: str | None = None
+    conversation: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def info(self) -> dict[str, Any]:
         return {
             "pid": self.pid,
             "name": self.name,
+            "conversation": self.conversation,
             "priority": self.priority.name.lower(),
             "state": self.state.value,
             "messages": len(self.messages),
@@ -115,8 +118,11 @@ class ProcessTable:
         self._procs: dict[int, Process] = {}
         self._pids: Iterator[int] = itertools.count(1)
 
-    def spawn(self, name: str, priority: Priority, messages: list[Message] | None = None) -> Process:
+    def spawn(self, name: str, priority: Priority, messages: list[Message] | None = None,
+              conversation: str | None = None) -> Process:
         proc = Process(pid=next(self._pids), name=name, priority=priority, messages=list(messages or []))
+        if conversation:
+            proc.conversation = conversation
         self._procs[proc.pid] = proc
         return proc
 

@@ -53,6 +53,13 @@ def boot_messages(registry: DeviceRegistry) -> list[Message]:
     return [system_message(calls), *example_messages(calls)]
 
 
+def append(svc: TurnServices, proc: Process, message: Message) -> None:
+    """Add a message to the process's conversation, and tell the observers (the journal first)."""
+    proc.messages.append(message)
+    svc.emit(events.MessageAppended(proc.pid, proc.conversation, message.role, message.content,
+                                    message.call, message.trusted))
+
+
 def make_calibration(registry: DeviceRegistry) -> Calibration:
     """Decision calibration against content-free requests after the boot messages."""
     boot = boot_messages(registry)
@@ -92,7 +99,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
     opts = svc.options
     started = time.monotonic()
-    proc.messages.append(Message("user", user_text))
+    append(svc, proc, Message("user", user_text))
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
     seen_calls: set[str] = set()
@@ -129,7 +136,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             if isinstance(reply, str):
                 clock.tick()
                 svc.emit(events.Token(proc.pid, reply))
-                proc.messages.append(Message("assistant", reply))
+                append(svc, proc, Message("assistant", reply))
                 return _result(proc, reply, syscalls, started, clock, answer_tokens[0])
             parsed = reply
         if parsed is not None:
@@ -146,16 +153,14 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             max_tokens=opts.max_answer_tokens, on_piece=on_answer_piece,
         )
         answer = text.strip()
-        proc.messages.append(Message("assistant", answer))
+        append(svc, proc, Message("assistant", answer))
         return _result(proc, answer, syscalls, started, clock, answer_tokens[0])
     return _result(proc, "", syscalls, started, clock, answer_tokens[0])
 
 
 def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int) -> Task:
     arguments = parsed.arguments if isinstance(parsed.arguments, dict) else {}
-    proc.messages.append(
-        Message("assistant", json.dumps(parsed.arguments, ensure_ascii=False), call=parsed.name)
-    )
+    append(svc, proc, Message("assistant", json.dumps(parsed.arguments, ensure_ascii=False), call=parsed.name))
     device, _, call = parsed.name.partition(".")
     svc.emit(events.SyscallStarted(proc.pid, call_id, device, call, arguments))
     if parsed.error is not None:
@@ -168,7 +173,7 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
         proc.pid, call_id, result.device, result.call, result.arguments, result.value,
         result.ok, result.seconds, result.trusted, result.error,
     ))
-    proc.messages.append(Message("tool", result.text(), call=result.name, trusted=result.trusted))
+    append(svc, proc, Message("tool", result.text(), call=result.name, trusted=result.trusted))
     return result
 
 
