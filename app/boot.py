@@ -6,7 +6,7 @@ from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import DeviceRegistry
-from llmos.kernel.syscalls.dispatch import GrantPolicy
+from llmos.kernel.syscalls.dispatch import Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
 
 
@@ -24,9 +24,10 @@ def grant_policy(config: Config, grant_all: bool = False) -> GrantPolicy:
     return GrantPolicy(config.grants, grant_all=grant_all)
 
 
-def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None) -> Kernel:
+def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None,
+                 consent: Consent | None = None) -> Kernel:
     """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
     if registry is None:
         registry = DeviceRegistry.from_entry_points()
         registry.start(config.resolved_data_dir())
-    return Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all))
+    return Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all), consent)

@@ -145,10 +145,22 @@ class _Printer:
         sys.stdout.flush()
 
 
+def _tty_consent(request: Any) -> bool:
+    """Ask on the terminal whether a side-effect call after untrusted content may run."""
+    args = json.dumps(request.arguments, ensure_ascii=False)
+    print(f"\n[consent] {request.device}.{request.call} {args[:300]}\n"
+          f"          {request.reason}. Allow this call? [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def _start_kernel(config: Config, grant_all: bool) -> Any:
     from llmos.app.boot import build_kernel
 
-    kernel = build_kernel(config, grant_all=grant_all).start()
+    consent = _tty_consent if sys.stdin.isatty() else None  # no way to ask: the answer is no
+    kernel = build_kernel(config, grant_all=grant_all, consent=consent).start()
     kernel.wait_ready()
     return kernel
 

@@ -63,6 +63,11 @@ class Permission(str, Enum):
     PROCESS = "process"
 
 
+# A call of a device that holds one of these acts on the world: after a process has read
+# untrusted content, such a call needs the user's consent for that very call.
+SIDE_EFFECT_PERMISSIONS = frozenset({Permission.FILES_WRITE, Permission.PROCESS, Permission.SPEAKER})
+
+
 class DeviceError(Exception):
     """Raised by a device call for an expected failure; the message goes to the model as is."""
 
@@ -177,6 +182,9 @@ class Device:
 
         return register(function) if function is not None else register
 
+    def has_side_effects(self, call: Call) -> bool:
+        return call.side_effects or any(p in SIDE_EFFECT_PERMISSIONS for p in self.permissions)
+
     def manifest(self) -> dict[str, Any]:
         """The device as plain data (what `llmos devices --json` prints)."""
         return {
@@ -189,7 +197,7 @@ class Device:
                     "name": f"{self.name}.{c.name}",
                     "description": c.description,
                     "parameters": c.parameters,
-                    "side_effects": c.side_effects,
+                    "side_effects": self.has_side_effects(c),
                     "timeout_s": c.timeout_s,
                 }
                 for c in self.calls.values()

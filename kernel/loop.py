@@ -26,7 +26,7 @@ from .backends.base import Backend, BackendError, SwitchInfo
 from .process import Message, Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
-from .syscalls.dispatch import Dispatcher, GrantPolicy
+from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy
 from .turn import TurnOptions, TurnServices, boot_messages, make_calibration, run_turn
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,13 @@ class Kernel:
         registry: DeviceRegistry,
         options: TurnOptions | None = None,
         policy: GrantPolicy | None = None,
+        consent: Consent | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.options = options or TurnOptions()
         self.bus = events.EventBus()
-        self.dispatcher = Dispatcher(registry, policy or GrantPolicy())
+        self.dispatcher = Dispatcher(registry, policy or GrantPolicy(), consent)
         self.scheduler = Scheduler(self.options.slice_tokens)
         self.table = ProcessTable()
         self._requests: queue.Queue[Any] = queue.Queue()

@@ -96,6 +96,7 @@ class Process:
     created_at: float = field(default_factory=time.time)
     error: str | None = None
     conversation: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tainted: bool = False  # has read untrusted content: side-effect calls need consent
 
     def info(self) -> dict[str, Any]:
         return {

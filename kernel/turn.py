@@ -166,13 +166,15 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
     if parsed.error is not None:
         result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
     else:
-        result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments))
+        result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted))
         if result is None:  # the turn was stopped while the device worked
             result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
     svc.emit(events.SyscallFinished(
         proc.pid, call_id, result.device, result.call, result.arguments, result.value,
         result.ok, result.seconds, result.trusted, result.error,
     ))
+    if not result.trusted:
+        proc.tainted = True
     append(svc, proc, Message("tool", result.text(), call=result.name, trusted=result.trusted))
     return result
 

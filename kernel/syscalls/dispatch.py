@@ -24,6 +24,7 @@ from ..registry import DeviceRegistry, UnknownCall
 log = logging.getLogger(__name__)
 
 MAX_RESULT_CHARS = 8_000
+CONSENT_TIMEOUT_S = 120.0  # how long a call may wait for the user's answer before its own deadline
 
 
 @dataclass
@@ -97,13 +98,27 @@ def _limit(value: Any) -> Any:
     return text[:MAX_RESULT_CHARS] + f"\n[... truncated: the result had {len(text):,} characters]"
 
 
+@dataclass(frozen=True)
+class ConsentRequest:
+    """A side-effect call from a process that has read untrusted content: the user must agree."""
+
+    device: str
+    call: str
+    arguments: dict[str, Any]
+    reason: str
+
+
+# Asked on the device's worker thread (never the kernel's); True = the user agreed to this call.
+Consent = Callable[[ConsentRequest], bool]
+
+
 @dataclass
 class Dispatcher:
     """Runs device calls on daemon worker threads, each with a deadline."""
 
     registry: DeviceRegistry
     policy: GrantPolicy = field(default_factory=GrantPolicy)
-    on_log: Callable[[str], None] | None = None
+    consent: Consent | None = None
 
     def prepare(self, qualified: str, arguments: Any) -> tuple[Device, Call, dict[str, Any]] | SyscallResult:
         """Resolve and validate a call; an error result when it cannot run."""
@@ -131,8 +146,12 @@ class Dispatcher:
             )
         return device, call, arguments
 
-    def submit(self, qualified: str, arguments: Any) -> "Future[SyscallResult]":
-        """Start a call; the future always resolves to a SyscallResult (never raises)."""
+    def submit(self, qualified: str, arguments: Any, *, tainted: bool = False) -> "Future[SyscallResult]":
+        """Start a call; the future always resolves to a SyscallResult (never raises).
+
+        ``tainted``: the calling process has read untrusted content, so a call with side effects
+        runs only if the user consents to it (with no way to ask, the answer is no).
+        """
         future: Future[SyscallResult] = Future()
         prepared = self.prepare(qualified, arguments)
         if isinstance(prepared, SyscallResult):
@@ -145,8 +164,11 @@ class Dispatcher:
             error=f"{device.name}.{call.name} did not answer within {call.timeout_s:g} s",
             seconds=call.timeout_s,
         )
+        needs_consent = tainted and device.has_side_effects(call)
+        if needs_consent:
+            future.deadline += CONSENT_TIMEOUT_S  # type: ignore[attr-defined]
         worker = threading.Thread(
-            target=self._run, args=(device, call, args, future),
+            target=self._run, args=(device, call, args, future, needs_consent),
             name=f"device-{device.name}.{call.name}", daemon=True,
         )
         worker.start()
@@ -162,9 +184,32 @@ class Dispatcher:
         except TimeoutError:
             return future.timeout_result  # type: ignore[attr-defined]
 
-    def _run(self, device: Device, call: Call, args: dict[str, Any], future: Future[SyscallResult]) -> None:
+    def _consented(self, device: Device, call: Call, args: dict[str, Any]) -> bool:
+        request = ConsentRequest(device.name, call.name, args,
+                                 "this conversation has read untrusted content (a web page, a file or a server)")
+        try:
+            agreed = bool(self.consent(request)) if self.consent is not None else False
+        except Exception:
+            log.exception("asking for consent failed")
+            agreed = False
+        log.warning("side-effect call %s.%s after untrusted content: %s", device.name, call.name,
+                    "allowed by the user" if agreed else "refused")
+        return agreed
+
+    def _run(self, device: Device, call: Call, args: dict[str, Any], future: Future[SyscallResult],
+             needs_consent: bool = False) -> None:
         start = time.monotonic()
         result = SyscallResult(device.name, call.name, args, ok=True)
+        if needs_consent and not self._consented(device, call, args):
+            result.ok = False
+            result.error = (f"consent refused: {device.name}.{call.name} acts on the world and this "
+                            "conversation has read untrusted content; the user did not allow this call")
+            if not future.done():
+                future.set_result(result)
+            return
+        if needs_consent:
+            future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
+            start = time.monotonic()
         try:
             value = call.function(**args)
             if isinstance(value, Untrusted):
