@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from pathlib import Path
 import threading
 import time
 from concurrent.futures import Future
@@ -72,6 +73,7 @@ class Kernel:
         options: TurnOptions | None = None,
         policy: GrantPolicy | None = None,
         consent: Consent | None = None,
+        calibration_store: Path | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -87,7 +89,7 @@ class Kernel:
         self._running: Process | None = None
         self._boot = boot_messages(registry)
         self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options,
-                                 make_calibration(registry))
+                                 make_calibration(registry, calibration_store))
         self.load_error: str | None = None
         backend.on_switch = self._on_switch
 

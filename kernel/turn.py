@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import events
@@ -60,10 +61,10 @@ def append(svc: TurnServices, proc: Process, message: Message) -> None:
                                     message.call, message.trusted))
 
 
-def make_calibration(registry: DeviceRegistry) -> Calibration:
+def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Calibration:
     """Decision calibration against content-free requests after the boot messages."""
     boot = boot_messages(registry)
-    return Calibration(lambda: [render([*boot, Message("user", text)]) for text in NULL_REQUESTS])
+    return Calibration(lambda: [render([*boot, Message("user", text)]) for text in NULL_REQUESTS], store)
 
 
 def _generate(

@@ -19,12 +19,18 @@ cases), 22/25 on the held-out bench/data/decisions_heldout.json.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..backends.base import Backend
 from ..prompt import ANSWER_PREFIX, CALL_PREFIX
+
+log = logging.getLogger(__name__)
 
 # Tuned with `python bench/bench_decisions.py --calibrate` on the embedded model and the built-in
 # boot prompt; re-tune when either changes (config key `decision_threshold`).
@@ -48,18 +54,52 @@ def continuations(call_names: list[str]) -> list[str]:
 
 @dataclass
 class Calibration:
-    """Baseline scores per boot prompt, computed once and reused for every decision."""
+    """Baseline scores per boot prompt, computed once and reused for every decision.
+
+    With ``store`` set, baselines are also kept on disk, keyed by the model file (path, size,
+    mtime) and the exact prompts, so a restart does not score them again.
+    """
 
     null_prompts: Callable[[], list[str]]
+    store: Path | None = None
     _cache: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+
+    def _disk_key(self, backend: Backend, prompts: list[str], conts: list[str]) -> str:
+        model = Path(backend.model)
+        stamp = f"{model.stat().st_size}:{model.stat().st_mtime_ns}" if model.is_file() else ""
+        blob = json.dumps([backend.name, backend.model, stamp, prompts, conts])
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _load(self) -> dict[str, list[float]]:
+        try:
+            data = json.loads(self.store.read_text()) if self.store and self.store.is_file() else {}
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}  # a damaged cache is only a cache: score again
 
     def baseline(self, backend: Backend, call_names: list[str]) -> list[float]:
         key = tuple(call_names)
-        if key not in self._cache:
-            conts = continuations(call_names)
-            rows = [backend.score(CALIBRATION_PID, p, conts) for p in self.null_prompts()]
-            backend.release(CALIBRATION_PID)
-            self._cache[key] = [sum(col) / len(rows) for col in zip(*rows)]
+        if key in self._cache:
+            return self._cache[key]
+        conts = continuations(call_names)
+        prompts = self.null_prompts()
+        disk_key = self._disk_key(backend, prompts, conts)
+        saved = self._load()
+        if isinstance(saved.get(disk_key), list) and len(saved[disk_key]) == len(conts):
+            self._cache[key] = [float(v) for v in saved[disk_key]]
+            return self._cache[key]
+        rows = [backend.score(CALIBRATION_PID, p, conts) for p in prompts]
+        backend.release(CALIBRATION_PID)
+        self._cache[key] = [sum(col) / len(rows) for col in zip(*rows)]
+        if self.store is not None:
+            try:
+                saved[disk_key] = self._cache[key]
+                self.store.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.store.with_suffix(".tmp")
+                tmp.write_text(json.dumps(saved))
+                tmp.replace(self.store)
+            except OSError as exc:
+                log.warning("could not keep the decision calibration in %s: %s", self.store, exc)
         return self._cache[key]
 
 
