@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.dispatch import Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
+from llmos.memory.journal import Journal
 
 
 def turn_options(config: Config) -> TurnOptions:
@@ -30,4 +33,21 @@ def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceReg
     if registry is None:
         registry = DeviceRegistry.from_entry_points()
         registry.start(config.resolved_data_dir())
-    return Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all), consent)
+    kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all), consent,
+                    calibration_store=config.resolved_data_dir() / "calibration.json")
+    attach_journal(kernel, journal_path(config))
+    return kernel
+
+
+def journal_path(config: Config) -> Path:
+    return config.resolved_data_dir() / "journal.sqlite3"
+
+
+def attach_journal(kernel: Kernel, path: Path) -> Journal:
+    """Open the journal at ``path`` and subscribe it to ``kernel.bus`` before any other observer
+    (call it right after building the kernel), so a message is committed before it is shown.
+    Raises JournalError (one line) when the file is not a usable journal."""
+    journal = Journal(path)
+    kernel.bus.subscribe(journal.observe)
+    kernel.journal = journal  # type: ignore[attr-defined]
+    return journal

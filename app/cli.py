@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any
 
+from llmos.app import history_cli
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("text", help="the request")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
 
-    sub.add_parser("chat", help="interactive chat in the terminal")
+    chat = sub.add_parser("chat", help="interactive chat in the terminal")
+    chat.add_argument("--resume", metavar="ID", help="continue a journaled conversation (id or unique prefix)")
+    history_cli.add_parsers(sub)
     sub.add_parser("gui", help="the desktop window")
 
     devices = sub.add_parser("devices", help="list devices, or call one")
@@ -195,10 +198,11 @@ def cmd_ask(args: argparse.Namespace, config: Config) -> int:
 def cmd_chat(args: argparse.Namespace, config: Config) -> int:
     from llmos.kernel.loop import TurnError
 
+    resume = history_cli.resume(config, args.resume) if getattr(args, "resume", None) else {}
     print("llmos: loading the model ...", file=sys.stderr)
     kernel = _start_kernel(config, args.yes)
     try:
-        pid = kernel.spawn("chat", Priority.CHAT)
+        pid = kernel.spawn("chat", Priority.CHAT, **resume)
         kernel.bus.subscribe(_Printer([pid]))
         print("llmos chat: type a message, Ctrl-D to quit, Ctrl-C to stop a reply.", file=sys.stderr)
         while True:
@@ -248,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_devices(args, config)
         if args.command == "ask":
             return cmd_ask(args, config)
+        if args.command in ("conversations", "export"):
+            return history_cli.run(args, config)
         if args.command == "chat":
             return cmd_chat(args, config)
         if args.command == "gui" or (args.command is None and _has_display()):
@@ -255,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             print("llmos: no display found; starting the terminal chat (`llmos gui` needs one)", file=sys.stderr)
             return cmd_chat(args, config)
-    except (ConfigError, BackendError) as exc:
+    except (ConfigError, BackendError, history_cli.JournalError) as exc:
         return _error(str(exc))
     except KeyboardInterrupt:
         return 130

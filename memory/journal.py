@@ -1,0 +1,352 @@
+"""The journal: every conversation, message and system call, in SQLite, so nothing is lost.
+
+A :class:`Journal` is an :class:`~llmos.kernel.events.EventBus` observer. It is subscribed first
+(``app/boot.py``), so a message is committed before any other observer shows it.
+
+Durability. The database runs in WAL mode with ``synchronous=FULL``: each message is its own
+transaction, and the commit returns only after the WAL has been fsynced. A SIGKILL of the process
+cannot lose a committed message even with ``synchronous=NORMAL`` (the commit's WAL frames are in the
+OS page cache, which survives the process); FULL also survives a power cut or an OS crash, which
+NORMAL does not (it may roll back the last commits). The price is one fsync per message, a few
+per turn (never per token), negligible next to the model.
+
+Schema changes are append-only named migrations (``MIGRATIONS``): each is applied once, in order,
+in one transaction together with its row in the ``migrations`` table. Never edit or reorder an
+entry; add a new one.
+
+Conversation ids are uuid4 hex strings; every method that takes an id accepts a unique prefix of
+one (like git).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from llmos.kernel import events
+from llmos.kernel.process import Message
+
+TITLE_CHARS = 60
+
+# (name, sql). Append only: never edit, rename or reorder an entry that has shipped.
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_conversations_and_messages", """
+        CREATE TABLE conversations (
+            id      TEXT PRIMARY KEY,
+            title   TEXT NOT NULL DEFAULT '',
+            name    TEXT NOT NULL DEFAULT '',
+            created TEXT NOT NULL,
+            updated TEXT NOT NULL
+        );
+        CREATE TABLE messages (
+            conversation TEXT NOT NULL REFERENCES conversations(id),
+            seq          INTEGER NOT NULL,
+            role         TEXT NOT NULL,
+            content      TEXT NOT NULL,
+            call         TEXT,
+            trusted      INTEGER NOT NULL DEFAULT 1,
+            created      TEXT NOT NULL,
+            PRIMARY KEY (conversation, seq)
+        );
+        CREATE INDEX conversations_by_updated ON conversations(updated);
+    """),
+    ("0002_syscalls", """
+        CREATE TABLE syscalls (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation TEXT,
+            pid          INTEGER NOT NULL,
+            call_id      INTEGER NOT NULL,
+            device       TEXT NOT NULL,
+            call         TEXT NOT NULL,
+            arguments    TEXT NOT NULL,
+            result       TEXT,
+            ok           INTEGER NOT NULL,
+            error        TEXT,
+            trusted      INTEGER NOT NULL,
+            seconds      REAL NOT NULL,
+            created      TEXT NOT NULL
+        );
+        CREATE INDEX syscalls_by_conversation ON syscalls(conversation);
+    """),
+]
+
+_NAME = re.compile(r"^[0-9a-z_]+$")
+
+
+class JournalError(Exception):
+    """A journal that cannot be used (corrupt, newer, unknown id); the message is one line."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into complete statements (sqlite3.complete_statement knows triggers)."""
+    out: list[str] = []
+    buf = ""
+    for part in sql.split(";"):
+        buf += part + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n\t;"):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip(" \n\t;"):
+        raise ValueError(f"incomplete SQL statement in a migration: {buf.strip()[:80]!r}")
+    return out
+
+
+def _title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 3].rstrip() + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class Journal:
+    """Conversations, messages and system calls in ``path`` (created with its folder if missing)."""
+
+    def __init__(self, path: str | Path, *, check: bool = True) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._conversations: dict[int, str] = {}  # pid -> conversation, for SyscallFinished
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"journal {self.path}: cannot open: {_one_line(exc)}") from None
+        try:
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.DatabaseError(f"cannot switch to WAL mode (got {mode})")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            if check:
+                problems = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError("damaged: " + "; ".join(problems))
+            self._migrate()
+        except JournalError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise JournalError(
+                f"journal {self.path} is not a usable SQLite database ({_one_line(exc)}); "
+                "move it aside to start a new one"
+            ) from None
+
+    # --- schema -----------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS migrations "
+                             "(name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
+            known = [name for name, _ in MIGRATIONS]
+            applied = {row[0] for row in self._db.execute("SELECT name FROM migrations")}
+            unknown = applied - set(known)
+            if unknown:
+                raise JournalError(f"journal {self.path} was written by a newer llmos "
+                                   f"(unknown migrations: {', '.join(sorted(unknown))})")
+            for name, sql in MIGRATIONS:
+                if name in applied:
+                    continue
+                assert _NAME.match(name), name
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    # another process may have applied it while we waited for the write lock
+                    if self._db.execute("SELECT 1 FROM migrations WHERE name = ?", (name,)).fetchone():
+                        self._db.execute("COMMIT")
+                        continue
+                    for statement in _statements(sql):
+                        self._db.execute(statement)
+                    self._db.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, _now()))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+
+    def applied_migrations(self) -> list[tuple[str, str]]:
+        """(name, applied) rows of the ``migrations`` table, in the order they were applied."""
+        with self._lock:
+            return [tuple(r) for r in self._db.execute("SELECT name, applied FROM migrations ORDER BY rowid")]
+
+    def schema(self) -> list[tuple[str, str]]:
+        """(name, sql) of every table and index: what a migration test compares."""
+        with self._lock:
+            return [tuple(r) for r in self._db.execute(
+                "SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")]
+
+    def integrity_check(self) -> str:
+        """``"ok"`` when SQLite finds the file sound."""
+        with self._lock:
+            return "; ".join(row[0] for row in self._db.execute("PRAGMA integrity_check"))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- writing: the EventBus observer ------------------------------------------------------
+
+    def __call__(self, event: events.Event) -> None:
+        self.observe(event)
+
+    def observe(self, event: events.Event) -> None:
+        """Record ``event`` if it is worth keeping; each record is committed before this returns."""
+        if isinstance(event, events.MessageAppended):
+            self.append(event.conversation, Message(event.role, event.content, event.call, event.trusted),
+                        pid=event.pid)
+        elif isinstance(event, events.ProcessCreated):
+            if event.conversation:
+                self._conversations[event.pid] = event.conversation
+                if not event.resumed:
+                    self._transaction(lambda now: self._ensure_conversation(event.conversation, event.name, now))
+        elif isinstance(event, events.SyscallFinished):
+            self._record_syscall(event)
+
+    def _transaction(self, work: Any) -> Any:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                value = work(_now())
+                self._db.execute("COMMIT")
+                return value
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _ensure_conversation(self, conversation: str, name: str, now: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO conversations (id, name, created, updated) VALUES (?, ?, ?, ?)",
+                         (conversation, name, now, now))
+
+    def append(self, conversation: str, message: Message, *, pid: int | None = None) -> int:
+        """Add ``message`` at the end of ``conversation`` (created if new); returns its seq."""
+        if pid is not None:
+            self._conversations.setdefault(pid, conversation)
+
+        def work(now: str) -> int:
+            self._ensure_conversation(conversation, "", now)
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation = ?",
+                                   (conversation,)).fetchone()[0]
+            self._db.execute(
+                "INSERT INTO messages (conversation, seq, role, content, call, trusted, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conversation, seq, message.role, message.content, message.call, int(message.trusted), now),
+            )
+            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation))
+            if message.role == "user":
+                self._db.execute("UPDATE conversations SET title = ? WHERE id = ? AND title = ''",
+                                 (_title(message.content), conversation))
+            return seq
+
+        return self._transaction(work)
+
+    def _record_syscall(self, event: events.SyscallFinished) -> None:
+        conversation = self._conversations.get(event.pid)
+
+        def work(now: str) -> None:
+            self._db.execute(
+                "INSERT INTO syscalls (conversation, pid, call_id, device, call, arguments, result, ok, error, "
+                "trusted, seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation, event.pid, event.call_id, event.device, event.call,
+                 json.dumps(event.arguments, ensure_ascii=False, default=str),
+                 json.dumps(event.result, ensure_ascii=False, default=str), int(event.ok), event.error,
+                 int(event.trusted), float(event.seconds), now),
+            )
+
+        self._transaction(work)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def resolve(self, ident: str) -> str:
+        """The full id of the one conversation whose id starts with ``ident``."""
+        ident = ident.strip().lower()
+        if not ident:
+            raise JournalError("give a conversation id (or a unique prefix of one)")
+        with self._lock:
+            rows = [r[0] for r in self._db.execute(
+                "SELECT id FROM conversations WHERE substr(id, 1, ?) = ? ORDER BY updated DESC LIMIT 6",
+                (len(ident), ident))]
+        if not rows:
+            raise JournalError(f"no conversation {ident!r} in the journal {self.path}")
+        if len(rows) > 1:
+            more = "+" if len(rows) > 5 else ""
+            raise JournalError(f"conversation id {ident!r} is ambiguous: it matches "
+                               f"{', '.join(r[:12] for r in rows[:5])}{more}; give more characters")
+        return rows[0]
+
+    def conversations(self, limit: int | None = 20, *, include_empty: bool = False) -> list[dict[str, Any]]:
+        """The latest conversations first: id, title, name, created, updated, messages."""
+        sql = ("SELECT c.id, c.title, c.name, c.created, c.updated, "
+               "(SELECT COUNT(*) FROM messages m WHERE m.conversation = c.id) AS n FROM conversations c")
+        if not include_empty:
+            sql += " WHERE EXISTS (SELECT 1 FROM messages m WHERE m.conversation = c.id)"
+        sql += " ORDER BY c.updated DESC, c.rowid DESC"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (int(limit),)
+        with self._lock:
+            rows = list(self._db.execute(sql, params))
+        return [{"id": r[0], "title": r[1], "name": r[2], "created": r[3], "updated": r[4], "messages": r[5]}
+                for r in rows]
+
+    def conversation(self, ident: str) -> dict[str, Any]:
+        cid = self.resolve(ident)
+        return next(c for c in self.conversations(None, include_empty=True) if c["id"] == cid)
+
+    def _rows(self, cid: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return list(self._db.execute(
+                "SELECT seq, role, content, call, trusted, created FROM messages WHERE conversation = ? "
+                "ORDER BY seq", (cid,)))
+
+    def messages(self, ident: str) -> list[Message]:
+        """The conversation's user, assistant and tool messages in order (boot messages are not
+        journaled: the kernel puts them in at spawn), ready for ``Kernel.spawn(history=...)``."""
+        return [Message(role, content, call, bool(trusted))
+                for _, role, content, call, trusted, _ in self._rows(self.resolve(ident))]
+
+    def syscalls(self, ident: str) -> list[dict[str, Any]]:
+        cid = self.resolve(ident)
+        with self._lock:
+            rows = list(self._db.execute(
+                "SELECT device, call, arguments, result, ok, error, trusted, seconds, created FROM syscalls "
+                "WHERE conversation = ? ORDER BY id", (cid,)))
+        return [{"device": d, "call": c, "arguments": json.loads(a), "result": json.loads(r) if r else None,
+                 "ok": bool(ok), "error": e, "trusted": bool(t), "seconds": s, "created": at}
+                for d, c, a, r, ok, e, t, s, at in rows]
+
+    def export(self, ident: str, fmt: str = "md") -> str:
+        """The conversation as Markdown (``md``) or JSON (``json``)."""
+        if fmt not in ("md", "json"):
+            raise JournalError(f"unknown export format {fmt!r} (md or json)")
+        info = self.conversation(ident)
+        rows = self._rows(info["id"])
+        if fmt == "json":
+            return json.dumps({
+                **info,
+                "messages": [{"seq": s, "role": r, "content": c, "call": call, "trusted": bool(t), "created": at}
+                             for s, r, c, call, t, at in rows],
+                "syscalls": self.syscalls(info["id"]),
+            }, ensure_ascii=False, indent=2)
+        out = [f"# {info['title'] or '(untitled)'}", "",
+               f"Conversation `{info['id']}`, started {info['created']}, last message {info['updated']}.", ""]
+        for _, role, content, call, trusted, at in rows:
+            if role == "assistant" and call:
+                out += [f"**Assistant** calls `{call}`:", "", "```json", content, "```", ""]
+            elif role == "tool":
+                trust = "trusted" if trusted else "untrusted"
+                out += [f"**Tool** `{call or ''}` ({trust}):", "", "```", content, "```", ""]
+            else:
+                out += [f"**{role.capitalize()}:**", "", content, ""]
+        return "\n".join(out).rstrip() + "\n"
