@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,18 +44,29 @@ TOOLS: dict[str, tuple[str, str, Example]] = {
 }
 
 
-def dataset_registry(spec: dict[str, Any]) -> tuple[DeviceRegistry, dict[str, str]]:
-    """Devices with the dataset's tool schemas; returns the registry and call name -> tool name."""
-    devices: dict[str, Device] = {}
+def dataset_registry(spec: dict[str, Any], real: bool = True) -> tuple[DeviceRegistry, dict[str, str]]:
+    """The devices the cases are judged against; returns the registry and call name -> tool name.
+
+    ``real``: the installed devices (what the kernel really shows the model), plus stand-ins with
+    the dataset's schemas for the tools no installed device provides. Otherwise stand-ins only.
+    """
+    registry = DeviceRegistry.from_entry_points() if real else DeviceRegistry()
+    if real:
+        registry.start(Path(tempfile.mkdtemp(prefix="llmos-bench-devices-")))
     names: dict[str, str] = {}
+    stand_ins: dict[str, Device] = {}
     for tool in spec["tools"]:
         fn = tool["function"]
         device_name, call_name, example = TOOLS[fn["name"]]
-        device = devices.setdefault(device_name, Device(device_name))
-        device.calls[call_name] = Call(call_name, lambda **kw: None, fn["description"], fn["parameters"], [example])
         names[f"{device_name}.{call_name}"] = fn["name"]
-    registry = DeviceRegistry()
-    for device in devices.values():
+        try:
+            registry.resolve(f"{device_name}.{call_name}")
+            continue
+        except LookupError:
+            pass
+        device = stand_ins.setdefault(device_name, Device(device_name))
+        device.calls[call_name] = Call(call_name, lambda **kw: None, fn["description"], fn["parameters"], [example])
+    for device in stand_ins.values():
         registry.register(device)
     return registry, names
 
@@ -89,19 +101,21 @@ def _arguments_ok(case: dict[str, Any], tool: str, args: Any) -> bool:
 
 
 def evaluate_cases(backend: Any, threshold: float, with_arguments: bool = True,
-                   cases_file: Path = DATA) -> list[CaseResult]:
+                   cases_file: Path = DATA, real: bool = False) -> list[CaseResult]:
     spec = json.loads(DATA.read_text())
     spec["cases"] = json.loads(cases_file.read_text())["cases"]
-    registry, names = dataset_registry(spec)
+    registry, names = dataset_registry(spec, real)
+    names.setdefault("browser.search", "browser_open")  # a web search is the right device for "look it up"
     boot = boot_messages(registry)
-    call_names = list(names)
+    call_names = [name for name, _ in registry.calls()]
     calibration = make_calibration(registry)
     results = []
     for pid, case in enumerate(spec["cases"], start=10_000):
         prompt = render([*boot, Message("user", case["prompt"])])
         decision = decide(backend, pid, prompt, call_names, threshold, calibration)
-        chosen = names.get(decision.call) if decision.call else None
-        result = CaseResult(case["id"], case["expect_tool"], chosen, names[decision.best], decision.margin)
+        chosen = names.get(decision.call, decision.call) if decision.call else None
+        result = CaseResult(case["id"], case["expect_tool"], chosen, names.get(decision.best, decision.best),
+                            decision.margin)
         if with_arguments and chosen is not None:
             _, call = registry.resolve(decision.call)
             stream = backend.open(pid, f"{prompt}{CALL_PREFIX} {decision.call} ",
@@ -138,6 +152,9 @@ def run(ctx: Any, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
     halves = (results[0::2], results[1::2])
     held = sum(accuracy(b, best_threshold(a))[0] for a, b in (halves, halves[::-1]))
     heldout = evaluate_cases(ctx.backend(), threshold, cases_file=HELDOUT)
+    installed = evaluate_cases(ctx.backend(), threshold, with_arguments=False, real=True)
+    i_right, i_tool, i_none = accuracy(installed, threshold)
+    i_wrong = ", ".join(f"{r.id}->{r.chosen or 'answer'}" for r in installed if (r.chosen or None) != r.expected)
     h_right, h_tool, h_none = accuracy(heldout, threshold)
     n_tool = sum(1 for r in heldout if r.expected)
     h_wrong = ", ".join(f"{r.id}->{r.chosen or 'answer'}" for r in heldout if (r.chosen or None) != r.expected)
@@ -153,6 +170,9 @@ def run(ctx: Any, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
          "detail": f"bench/data/decisions_heldout.json, never tuned on; tool {h_tool}/{n_tool}, "
                    f"no-tool {h_none}/{len(heldout) - n_tool}; arguments ok "
                    f"{sum(1 for r in heldout if r.arguments_ok)}; wrong: {h_wrong or 'none'}"},
+        {"name": "decisions_right_installed_devices", "value": i_right, "unit": "/40", "goal": None,
+         "detail": f"the same 40 cases with every installed device in the prompt (stand-ins for missing "
+                   f"ones): tool {i_tool}/30, no-tool {i_none}/10; wrong: {i_wrong or 'none'}"},
     ]
 
 
@@ -164,11 +184,12 @@ def main() -> int:
     parser.add_argument("--calibrate", action="store_true")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--heldout", action="store_true", help="the held-out cases instead of the dev set")
+    parser.add_argument("--installed", action="store_true", help="every installed device in the prompt")
     args = parser.parse_args()
     backend = LlamaCppBackend(LlamaOptions(default_model_path(), n_ctx=8192))
     backend.load()
     results = evaluate_cases(backend, args.threshold, with_arguments=not args.calibrate,
-                             cases_file=HELDOUT if args.heldout else DATA)
+                             cases_file=HELDOUT if args.heldout else DATA, real=args.installed)
     if args.calibrate:
         for r in sorted(results, key=lambda r: r.margin):
             print(f"{r.margin:8.3f}  {r.id:8} expected {r.expected or 'answer':16} best {r.best}")

@@ -33,10 +33,18 @@ NULL_REQUESTS: tuple[str, ...] = ("N/A", "", "[MASK]")
 
 
 def example_messages(calls: list[tuple[str, Call]]) -> list[Message]:
-    """Few-shot turns: the answer examples interleaved with one example per call that has one."""
-    calling = [
-        (name, call.examples[0]) for name, call in calls if call.examples
-    ]
+    """Few-shot turns: the answer examples interleaved with one example per device.
+
+    One per device (its first call that has an example), not one per call: a device with many
+    calls would otherwise crowd the prompt with calls and teach the model to call by habit.
+    """
+    calling: list[tuple[str, Any]] = []
+    seen: set[str] = set()
+    for name, call in calls:
+        device = name.partition(".")[0]
+        if call.examples and device not in seen:
+            seen.add(device)
+            calling.append((name, call.examples[0]))
     answers = list(ANSWER_EXAMPLES)
     messages: list[Message] = []
     while calling or answers:

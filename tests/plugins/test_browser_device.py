@@ -1,0 +1,190 @@
+"""The browser device against a local http.server on 127.0.0.1 (no other network)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from llmos.kernel.registry import DeviceRegistry
+from llmos.kernel.syscalls.dispatch import Dispatcher, GrantPolicy, SyscallResult
+from llmos.plugins.browser import device
+
+PARAGRAPHS = "".join(
+    f"<p>Paragraph {i}: the quick brown fox jumps over the lazy dog near the river bank, "
+    f"and the owls watch quietly from the old oak tree.</p>" for i in range(12)
+)
+ARTICLE = f"""<!doctype html><html><head><title>Foxes of the Valley</title>
+<script>document.write('SCRIPT RAN')</script><style>p {{ color: red }}</style></head>
+<body><nav><a href="/home">Home</a></nav>
+<article><h1>Foxes of the Valley</h1>{PARAGRAPHS}<p>The rare silver fox was last seen in 1987.</p></article>
+</body></html>"""
+BIG = ("<html><head><title>Big</title></head><body>"
+       + "<p>lorem ipsum dolor sit amet consectetur</p>" * 130_000 + "<p>THE END MARKER</p></body></html>")
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # quiet
+        pass
+
+    def send(self, body: bytes | str, content_type: str = "text/html; charset=utf-8", status: int = 200) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802
+        path, _, query = self.path.partition("?")
+        if path == "/article":
+            self.send(ARTICLE)
+        elif path == "/big":
+            self.send(BIG)
+        elif path == "/slow":
+            time.sleep(4)
+            self.send("<html><body><p>too late</p></body></html>")
+        elif path == "/plain":
+            self.send("just plain text, no markup", "text/plain")
+        elif path == "/image":
+            self.send(b"\x89PNG\r\n\x1a\n", "image/png")
+        elif path in ("/to-file", "/to-ftp"):
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/passwd" if path == "/to-file" else "ftp://127.0.0.1/x")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/search":
+            q = urllib.parse.parse_qs(query).get("q", [""])[0]
+            self.send(f"<html><head><title>Results for {q}</title></head><body><h1>Results for {q}</h1>"
+                      f"<ul><li><a href='/article'>Foxes</a></li><li><a href='https://example.org/x'>X</a></li>"
+                      f"<li><a href='javascript:alert(1)'>bad</a></li></ul></body></html>")
+        else:
+            self.send("<html><body>not found</body></html>", status=404)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def make(tmp_path: Path, **settings: object) -> Dispatcher:
+    registry = DeviceRegistry()
+    registry.register(device)
+    registry.start(tmp_path, {"browser": settings})
+    return Dispatcher(registry, GrantPolicy(granted=["network"]))
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Dispatcher:
+    return make(tmp_path, timeout_s=1.5)
+
+
+def untrusted(result: SyscallResult) -> dict:
+    assert result.ok, result.error
+    assert result.trusted is False and result.source.startswith("http://127.0.0.1")
+    return result.value
+
+
+def test_open_extracts_title_and_text_without_scripts(browser, server):
+    page = untrusted(browser.call_blocking("browser.open", {"url": f"{server}/article"}))
+    assert page["title"] == "Foxes of the Valley"
+    assert "silver fox was last seen in 1987" in page["text"]
+    assert "Paragraph 0: the quick brown fox" in page["text"]
+    assert "SCRIPT RAN" not in page["text"] and "color: red" not in page["text"]
+    assert page["truncated"] is False and page["url"] == f"{server}/article"
+
+
+def test_find_and_quote_on_the_open_page(browser, server):
+    untrusted(browser.call_blocking("browser.open", {"url": f"{server}/article"}))
+    found = untrusted(browser.call_blocking("browser.find", {"text": "SILVER FOX"}))
+    assert found["count"] == 1
+    match = found["matches"][0]
+    assert "silver fox" in match["context"] and "1987" in match["context"]
+    quoted = untrusted(browser.call_blocking("browser.quote", {"start": match["start"], "end": match["end"]}))
+    assert quoted["text"].lower() == "silver fox"
+    many = untrusted(browser.call_blocking("browser.find", {"text": "fox"}))
+    assert many["count"] >= 13 and len(many["matches"]) <= 20
+    none = untrusted(browser.call_blocking("browser.find", {"text": "zebra"}))
+    assert none["count"] == 0 and none["matches"] == []
+    bad = browser.call_blocking("browser.quote", {"start": 10, "end": 5})
+    assert not bad.ok and "after start" in bad.error
+
+
+def test_find_before_open_is_an_error(tmp_path):
+    result = make(tmp_path).call_blocking("browser.find", {"text": "x"})
+    assert not result.ok and "no page is open" in result.error
+
+
+def test_big_page_is_cut_at_the_size_limit(browser, server):
+    start = time.monotonic()
+    page = untrusted(make_big(browser, server))
+    assert page["truncated"] is True
+    assert "THE END MARKER" not in page["text"]
+    assert 0 < page["length"] <= 2 * 1024 * 1024
+    assert len(page["text"]) <= 5_000
+    assert time.monotonic() - start < 60
+
+
+def make_big(browser: Dispatcher, server: str) -> SyscallResult:
+    return browser.call_blocking("browser.open", {"url": f"{server}/big"})
+
+
+def test_slow_page_hits_the_timeout(browser, server):
+    start = time.monotonic()
+    result = browser.call_blocking("browser.open", {"url": f"{server}/slow"})
+    assert not result.ok and "did not load within 1.5 s" in result.error
+    assert time.monotonic() - start < 4
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "javascript:alert(1)",
+                                 "data:text/html,hi", "127.0.0.1/article"])
+def test_non_http_schemes_are_refused(browser, url):
+    result = browser.call_blocking("browser.open", {"url": url})
+    assert not result.ok and "only http and https" in result.error
+
+
+def test_redirect_to_file_and_binary_content_are_refused(browser, server):
+    to_file = browser.call_blocking("browser.open", {"url": f"{server}/to-file"})
+    assert not to_file.ok and "file:///etc/passwd" in to_file.error and "not allowed" in to_file.error  # urllib's own check
+    to_ftp = browser.call_blocking("browser.open", {"url": f"{server}/to-ftp"})
+    assert not to_ftp.ok and "only http and https" in to_ftp.error  # ours: urllib would follow ftp
+    image = browser.call_blocking("browser.open", {"url": f"{server}/image"})
+    assert not image.ok and "not a web page" in image.error
+    missing = browser.call_blocking("browser.open", {"url": f"{server}/missing"})
+    assert not missing.ok and "HTTP 404" in missing.error
+
+
+def test_plain_text_page(browser, server):
+    page = untrusted(browser.call_blocking("browser.open", {"url": f"{server}/plain"}))
+    assert page["text"] == "just plain text, no markup"
+
+
+def test_search_unconfigured_is_an_error(browser):
+    result = browser.call_blocking("browser.search", {"query": "foxes"})
+    assert not result.ok and result.error.startswith("web search is not configured")
+
+
+def test_search_with_a_configured_endpoint(tmp_path, server):
+    browser = make(tmp_path, search_url=f"{server}/search?q={{query}}")
+    value = untrusted(browser.call_blocking("browser.search", {"query": "silver foxes & owls"}))
+    assert value["title"] == "Results for silver foxes & owls"
+    assert [link["url"] for link in value["links"]] == [f"{server}/article", "https://example.org/x"]
+
+
+def test_permission_denied_without_network(tmp_path, server):
+    registry = DeviceRegistry()
+    registry.register(device)
+    registry.start(tmp_path)
+    result = Dispatcher(registry, GrantPolicy()).call_blocking("browser.open", {"url": f"{server}/article"})
+    assert not result.ok and "permission denied" in result.error and "network" in result.error
