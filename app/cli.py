@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import history_cli
+from llmos.app import history_cli, memory_cli
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     call = dsub.add_parser("call", help="call a device directly, as the kernel would")
     call.add_argument("name", help="device.call, e.g. calculator.evaluate")
     call.add_argument("--args", default="{}", help="JSON object of arguments")
+    memory_cli.add_parser(sub)
     return parser
 
 
@@ -252,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_devices(args, config)
         if args.command == "ask":
             return cmd_ask(args, config)
+        if args.command == "memory":
+            return memory_cli.run(args, config)
         if args.command in ("conversations", "export"):
             return history_cli.run(args, config)
         if args.command == "chat":

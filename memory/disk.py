@@ -1,0 +1,444 @@
+"""Chromadb as disk: long-term memory that outlives the context window.
+
+:class:`DiskStore` keeps two chromadb collections in one folder:
+
+- ``memories``: short facts remembered on request ("my bike lock code is 4821");
+- ``documents``: chunks of ingested files (see :mod:`llmos.memory.ingest`).
+
+Every entry carries metadata: ``source``, ``process``/``conversation`` (when known), ``created``
+(Unix time), ``provenance`` (``trusted`` for what the user said, ``untrusted`` for outside text)
+and ``kind``. Search is hybrid: the collection's vector ranking (all-MiniLM-L6-v2, cosine) and a
+BM25 keyword ranking are fused by reciprocal rank fusion (RRF, k=60), so both paraphrases and
+exact words (names, codes, numbers) are found.
+
+The BM25 index lives in memory and is rebuilt lazily from the collection's documents: when the
+store is first searched, when the collection's size differs from the index, or when another
+process changed the store (every :class:`DiskStore` mutation writes a new token to
+``llmos-generation`` in the folder; a token that is not ours means rebuild).
+
+A store folder that cannot be opened (not a folder, unreadable, a corrupt ``chroma.sqlite3``)
+raises :class:`StoreError` with one line naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .bm25 import BM25Index
+from .embedder import ChromaEmbeddingFunction, Embedder, EmbedderError, default_embedder
+
+__all__ = ["COLLECTIONS", "DiskStore", "Hit", "StoreError"]
+
+log = logging.getLogger(__name__)
+
+COLLECTIONS = ("memories", "documents")
+RRF_K = 60
+GENERATION_FILE = "llmos-generation"
+PROVENANCES = ("trusted", "untrusted")
+_PAGE = 5000
+COUNT_CHECK_S = 2.0  # how often search re-checks the collection's size against the BM25 index
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or used; the message is one line naming the folder."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``score`` is the fused RRF score (higher is better)."""
+
+    id: str
+    text: str
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    collection: str = "memories"
+    similarity: float | None = None  # cosine similarity to the query, when the vector search found it
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+class DiskStore:
+    """A chromadb folder with the ``memories`` and ``documents`` collections and hybrid search."""
+
+    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.RLock()
+        self._embedder = embedder
+        self._indexes: dict[str, BM25Index] = {}
+        self._generation: str | None = None
+        self._checked: dict[str, float] = {}
+        self._client: Any = None
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"memory store {self.path}: not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"memory store {self.path}: cannot create the folder ({exc.strerror or exc})") from None
+        if not os.access(self.path, os.R_OK | os.W_OK | os.X_OK):
+            raise StoreError(f"memory store {self.path}: the folder is not readable and writable")
+        try:
+            import chromadb
+            from chromadb.config import Settings
+        except ImportError as exc:
+            raise StoreError(f"memory store {self.path}: the chromadb package is missing ({exc})") from None
+        self._ef = ChromaEmbeddingFunction(embedder)
+        with self._guard("cannot open the store"):
+            self._client = chromadb.PersistentClient(
+                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
+            )
+            self._collections = {name: self._open_collection(name) for name in COLLECTIONS}
+            for collection in self._collections.values():
+                collection.count()  # reads the database now: corruption shows here, not later
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            try:
+                self._embedder = default_embedder()
+            except EmbedderError as exc:
+                raise StoreError(f"memory store {self.path}: {exc}") from None
+        return self._embedder
+
+    @contextlib.contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        """chromadb's errors (sqlite, Rust bindings, ...) -> one-line StoreError naming the path."""
+        try:
+            yield
+        except (StoreError, EmbedderError):
+            raise
+        except ValueError:
+            raise  # our own argument errors and chromadb's validation errors stay what they are
+        except Exception as exc:
+            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+        except BaseException as exc:  # pyo3 panics derive from BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+
+    def _open_collection(self, name: str) -> Any:
+        return self._client.get_or_create_collection(
+            name,
+            embedding_function=self._ef,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"llmos": "memory"},
+        )
+
+    def _collection(self, name: str) -> Any:
+        if name not in self._collections:
+            raise ValueError(f"no collection {name!r} (use one of {', '.join(COLLECTIONS)})")
+        return self._collections[name]
+
+    def close(self) -> None:
+        """Release chromadb's handles on the folder (the store cannot be used afterwards)."""
+        with self._lock:
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    self._client.close()
+                self._client = None
+                self._collections = {}
+
+    def __enter__(self) -> "DiskStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the generation token: keeps BM25 consistent with writes by other processes -------------
+
+    def _read_generation(self) -> str | None:
+        try:
+            return (self.path / GENERATION_FILE).read_text(encoding="ascii").strip() or None
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _mutated(self, apply_to_indexes: Any) -> None:
+        """After a write: update our indexes if they were current, and publish a new token."""
+        current = self._read_generation()
+        if current == self._generation:
+            apply_to_indexes()
+        else:
+            self._indexes.clear()  # someone else wrote too: rebuild on the next search
+        token = uuid.uuid4().hex
+        tmp = self.path / f"{GENERATION_FILE}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(token, encoding="ascii")
+            os.replace(tmp, self.path / GENERATION_FILE)
+            self._generation = token
+        except OSError as exc:
+            log.warning("memory store %s: cannot write %s: %s", self.path, GENERATION_FILE, exc)
+            self._indexes.clear()
+
+    def _index(self, name: str) -> BM25Index:
+        """The BM25 index of collection ``name``, rebuilt when it may be stale."""
+        collection = self._collection(name)
+        current = self._read_generation()
+        if current != self._generation:
+            self._indexes.clear()
+            self._generation = current
+        index = self._indexes.get(name)
+        now = time.monotonic()
+        if index is not None and now - self._checked.get(name, 0.0) < COUNT_CHECK_S:
+            return index  # the token matched; the size backstop ran moments ago
+        count = collection.count()
+        self._checked[name] = now
+        if index is None or len(index) != count:
+            index = BM25Index()
+            offset = 0
+            while offset < count:
+                page = collection.get(include=["documents"], limit=_PAGE, offset=offset)
+                if not page["ids"]:
+                    break
+                index.add_many(zip(page["ids"], (d or "" for d in page["documents"])))
+                offset += len(page["ids"])
+            self._indexes[name] = index
+        return index
+
+    # --- writing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _metadata(
+        *,
+        source: str,
+        kind: str,
+        provenance: str,
+        process: int | str | None,
+        conversation: str | None,
+        created: float | None,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        if provenance not in PROVENANCES:
+            raise ValueError(f"provenance must be 'trusted' or 'untrusted', not {provenance!r}")
+        meta: dict[str, Any] = {
+            "source": source,
+            "kind": kind,
+            "provenance": provenance,
+            "created": float(created if created is not None else time.time()),
+        }
+        if process is not None:
+            meta["process"] = process
+        if conversation is not None:
+            meta["conversation"] = conversation
+        for key, value in extra.items():
+            if value is None:
+                continue
+            if not isinstance(value, (str, int, float, bool)):
+                raise ValueError(f"metadata {key!r} must be a str, int, float or bool, not {type(value).__name__}")
+            meta[key] = value
+        return meta
+
+    def remember(
+        self,
+        text: str,
+        *,
+        collection: str = "memories",
+        source: str = "user",
+        kind: str = "memory",
+        provenance: str = "trusted",
+        process: int | str | None = None,
+        conversation: str | None = None,
+        created: float | None = None,
+        **extra: Any,
+    ) -> str:
+        """Store ``text``; returns its id (12 hex digits)."""
+        meta = self._metadata(source=source, kind=kind, provenance=provenance, process=process,
+                              conversation=conversation, created=created, extra=extra)
+        return self.add_many([text], [meta], collection=collection)[0]
+
+    def add_many(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        collection: str = "memories",
+        embeddings: Any = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[str]:
+        """Store many texts at once (batched); ``embeddings`` may be given to skip the model.
+
+        Metadata that lacks ``source``, ``kind``, ``provenance`` or ``created`` gets defaults.
+        """
+        texts = list(texts)
+        if not texts:
+            return []
+        for text in texts:
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError("cannot store an empty text")
+        now = time.time()
+        default_kind = "memory" if collection == "memories" else "chunk"
+        metas = []
+        for i in range(len(texts)):
+            given = dict(metadatas[i]) if metadatas is not None else {}
+            given.setdefault("source", "user")
+            given.setdefault("kind", default_kind)
+            given.setdefault("provenance", "trusted")
+            given.setdefault("created", now)
+            metas.append(given)
+        new_ids = list(ids) if ids is not None else [uuid.uuid4().hex[:12] for _ in texts]
+        if len(new_ids) != len(texts) or (metadatas is not None and len(metadatas) != len(texts)):
+            raise ValueError("texts, metadatas and ids must have the same length")
+        vectors = self.embedder.embed_array(texts) if embeddings is None else embeddings
+        with self._lock, self._guard("cannot write"):
+            target = self._collection(collection)
+            batch = max(1, min(1000, self._client.get_max_batch_size()))
+            for start in range(0, len(texts), batch):
+                end = start + batch
+                target.add(
+                    ids=new_ids[start:end],
+                    documents=texts[start:end],
+                    metadatas=metas[start:end],
+                    embeddings=[list(map(float, v)) for v in vectors[start:end]],
+                )
+
+            def update() -> None:
+                index = self._indexes.get(collection)
+                if index is not None:
+                    index.add_many(zip(new_ids, texts))
+
+            self._mutated(update)
+        return new_ids
+
+    def forget(self, id: str) -> bool:  # noqa: A002 (the natural name)
+        """Delete the entry ``id`` from whichever collection holds it; False when there is none."""
+        with self._lock, self._guard("cannot delete"):
+            for name, collection in self._collections.items():
+                if collection.get(ids=[id], include=[])["ids"]:
+                    collection.delete(ids=[id])
+
+                    def update(name: str = name) -> None:
+                        index = self._indexes.get(name)
+                        if index is not None:
+                            index.remove(id)
+
+                    self._mutated(update)
+                    return True
+        return False
+
+    def forget_many(self, ids: Sequence[str], collection: str = "documents") -> int:
+        """Delete ``ids`` from ``collection``; returns how many there were."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self._lock, self._guard("cannot delete"):
+            target = self._collection(collection)
+            present: list[str] = []
+            for start in range(0, len(ids), _PAGE):
+                present.extend(target.get(ids=ids[start:start + _PAGE], include=[])["ids"])
+            for start in range(0, len(present), _PAGE):
+                target.delete(ids=present[start:start + _PAGE])
+
+            def update() -> None:
+                index = self._indexes.get(collection)
+                if index is not None:
+                    for entry_id in present:
+                        index.remove(entry_id)
+
+            if present:
+                self._mutated(update)
+        return len(present)
+
+    def ids_where(self, where: Mapping[str, Any], collection: str = "documents") -> list[str]:
+        """Ids of the entries whose metadata match ``where`` (chromadb's filter syntax)."""
+        with self._lock, self._guard("cannot read"):
+            return list(self._collection(collection).get(where=dict(where), include=[])["ids"])
+
+    def get(self, id: str) -> Hit | None:  # noqa: A002
+        """The entry ``id``, or None."""
+        with self._lock, self._guard("cannot read"):
+            for name, collection in self._collections.items():
+                got = collection.get(ids=[id], include=["documents", "metadatas"])
+                if got["ids"]:
+                    return Hit(id, got["documents"][0] or "", 0.0, dict(got["metadatas"][0] or {}), name)
+        return None
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def search(self, query: str, k: int = 5, collection: str = "memories", *, candidates: int | None = None) -> list[Hit]:
+        """The ``k`` best entries for ``query``: vector and BM25 rankings fused by RRF.
+
+        ``collection`` is ``"memories"``, ``"documents"`` or ``"all"``. Each ranking contributes
+        its best ``candidates`` (default ``max(4k, 20)``).
+        """
+        if not query or not query.strip() or k <= 0:
+            return []
+        names = list(COLLECTIONS) if collection == "all" else [collection]
+        for name in names:
+            self._collection(name)
+        depth = candidates or max(4 * k, 20)
+        vector = self.embedder.embed_array([query])[0]
+        fused: dict[tuple[str, str], float] = {}
+        known: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+        similarity: dict[tuple[str, str], float] = {}
+        with self._lock, self._guard("cannot search"):
+            for name in names:
+                target = self._collections[name]
+                index = self._index(name)
+                count = len(index)
+                if not count:
+                    continue
+                result = target.query(
+                    query_embeddings=[vector.tolist()],
+                    n_results=min(depth, count),
+                    include=["documents", "metadatas", "distances"],
+                )
+                for rank, entry_id in enumerate(result["ids"][0]):
+                    key = (name, entry_id)
+                    fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
+                    known[key] = (result["documents"][0][rank] or "", dict(result["metadatas"][0][rank] or {}))
+                    similarity[key] = 1.0 - float(result["distances"][0][rank])
+                for rank, (entry_id, _score) in enumerate(index.search(query, depth)):
+                    key = (name, entry_id)
+                    fused[key] = fused.get(key, 0.0) + 1.0 / (RRF_K + rank + 1)
+            best = sorted(fused.items(), key=lambda item: -item[1])[:k]
+            missing: dict[str, list[str]] = {}
+            for (name, entry_id), _ in best:
+                if (name, entry_id) not in known:
+                    missing.setdefault(name, []).append(entry_id)
+            for name, entry_ids in missing.items():
+                got = self._collections[name].get(ids=entry_ids, include=["documents", "metadatas"])
+                for entry_id, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
+                    known[(name, entry_id)] = (text or "", dict(meta or {}))
+        hits = []
+        for (name, entry_id), score in best:
+            if (name, entry_id) not in known:
+                continue  # deleted between the rankings and the fetch
+            text, meta = known[(name, entry_id)]
+            hits.append(Hit(entry_id, text, score, meta, name, similarity.get((name, entry_id))))
+        return hits
+
+    def count(self, collection: str = "memories") -> int:
+        with self._lock, self._guard("cannot read"):
+            return int(self._collection(collection).count())
+
+    def stats(self) -> dict[str, Any]:
+        """Entries per collection, the folder and its size on disk, the embedding model."""
+        with self._lock, self._guard("cannot read"):
+            counts = {name: int(c.count()) for name, c in self._collections.items()}
+        size = 0
+        for root, _dirs, files in os.walk(self.path):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    size += os.path.getsize(os.path.join(root, name))
+        return {
+            "path": str(self.path),
+            "collections": counts,
+            "total": sum(counts.values()),
+            "bytes": size,
+            "embedding_model": "all-MiniLM-L6-v2 (int8 ONNX, 384-d, cosine)",
+        }
+
+    def __repr__(self) -> str:
+        return f"DiskStore({str(self.path)!r})"
