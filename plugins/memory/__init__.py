@@ -31,6 +31,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.store: Any = None
+        self.path: Any = None
         self.settings: dict[str, Any] = {}
 
 
@@ -39,20 +40,27 @@ _state = _State()
 
 @device.setup
 def _setup(context: DeviceContext) -> None:
-    from llmos.memory.disk import DiskStore
-
+    """Remember where the store lives; it opens on first use (chromadb is slow to import)."""
     with _state.lock:
         if _state.store is not None:
             _state.store.close()
+        _state.store = None
         _state.settings = dict(context.settings)
-        _state.store = DiskStore(context.data_dir / "chroma")
+        _state.path = context.data_dir / "chroma"
 
 
 def _store() -> Any:
-    store = _state.store
-    if store is None:
-        raise DeviceError("the memory device was not started (its store is not open)")
-    return store
+    with _state.lock:
+        if _state.store is None:
+            if _state.path is None:
+                raise DeviceError("the memory device was not started (its store is not open)")
+            from llmos.memory.disk import DiskStore, StoreError
+
+            try:
+                _state.store = DiskStore(_state.path)
+            except StoreError as exc:
+                raise DeviceError(str(exc)) from None
+        return _state.store
 
 
 def _call_store(fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -36,8 +36,19 @@ def test_manifest_has_three_calls_with_examples() -> None:
     assert remember.arguments == {"text": "my bike lock code is 4821"}
 
 
-def test_setup_opens_the_store_in_the_devices_folder(dispatcher: Dispatcher, tmp_path: Path) -> None:
-    assert (tmp_path / "devices" / "memory" / "chroma" / "chroma.sqlite3").is_file()
+def test_the_store_opens_on_first_use_in_the_devices_folder(dispatcher: Dispatcher, tmp_path: Path) -> None:
+    store = tmp_path / "devices" / "memory" / "chroma" / "chroma.sqlite3"
+    assert not store.exists()  # starting the OS does not pay for chromadb
+    assert dispatcher.call_blocking("memory.remember", {"text": "a first fact"}).ok
+    assert store.is_file()
+
+
+def test_a_corrupt_store_is_a_clear_error_not_a_crash(dispatcher: Dispatcher, tmp_path: Path) -> None:
+    store = tmp_path / "devices" / "memory" / "chroma"
+    store.mkdir(parents=True)
+    (store / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    result = dispatcher.call_blocking("memory.recall", {"query": "anything"})
+    assert not result.ok and "memory store" in result.error and str(store) in result.error
 
 
 def test_remember_recall_forget(dispatcher: Dispatcher) -> None:
