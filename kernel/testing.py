@@ -1,0 +1,54 @@
+"""Test helpers for device authors: call a device the way the kernel does, in a pytest test.
+
+    from llmos.kernel.testing import call_device
+
+    def test_forecast(tmp_path):
+        result = call_device(device, "forecast", {"city": "Oslo"}, grants=["network"], data_dir=tmp_path)
+        assert result.ok and "Oslo" in result.value
+
+The call goes through the real dispatcher: the arguments are validated against the schema the
+model sees, the permissions are checked against ``grants``, the call runs on a worker thread with
+its timeout, and the result is normalised and size-limited. ``tainted=True`` calls it as from a
+process that has read untrusted content (a side-effect call then needs ``consent``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .devices import Device
+from .registry import DeviceRegistry
+from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy, SyscallResult
+
+__all__ = ["call_device", "SyscallResult"]
+
+
+def call_device(
+    device: Device,
+    call: str,
+    arguments: dict[str, Any] | None = None,
+    *,
+    grants: Iterable[str] = (),
+    data_dir: Path | None = None,
+    settings: dict[str, Any] | None = None,
+    tainted: bool = False,
+    consent: Consent | None = None,
+) -> SyscallResult:
+    """Start ``device`` (its setup hook, with its own folder under ``data_dir``) and make one call."""
+    registry = DeviceRegistry()
+    registry.register(device)
+    registry.start(data_dir or Path(tempfile.mkdtemp(prefix="llmos-device-test-")),
+                   {device.name: dict(settings or {})})
+    if registry.broken:
+        return SyscallResult(device.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
+    dispatcher = Dispatcher(registry, GrantPolicy(grants), consent)
+    future = dispatcher.submit(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted)
+    deadline = getattr(future, "deadline", None)
+    try:
+        return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        return future.timeout_result  # type: ignore[attr-defined]
