@@ -7,10 +7,11 @@ from pathlib import Path
 from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
-from llmos.kernel.registry import DeviceRegistry
+from llmos.kernel.registry import BrokenPlugin, DeviceRegistry
 from llmos.kernel.syscalls.dispatch import Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
 from llmos.memory.journal import Journal
+from llmos.memory.pager import DiskPager
 
 
 def turn_options(config: Config) -> TurnOptions:
@@ -23,20 +24,49 @@ def turn_options(config: Config) -> TurnOptions:
     )
 
 
-def grant_policy(config: Config, grant_all: bool = False) -> GrantPolicy:
-    return GrantPolicy(config.grants, grant_all=grant_all)
+def grant_policy(config: Config, grant_all: bool = False, ask=None) -> GrantPolicy:
+    """Config grants (every device) + the remembered grants in ``<data_dir>/grants.json``."""
+    from llmos.kernel.grants import GrantStore, grants_path
+
+    return GrantPolicy(config.grants, grant_all=grant_all,
+                       store=GrantStore(grants_path(config.resolved_data_dir())), ask=ask)
 
 
 def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None,
                  consent: Consent | None = None) -> Kernel:
     """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
     if registry is None:
-        registry = DeviceRegistry.from_entry_points()
-        registry.start(config.resolved_data_dir())
+        registry = build_registry(config)
     kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all), consent,
-                    calibration_store=config.resolved_data_dir() / "calibration.json")
+                    calibration_store=config.resolved_data_dir() / "calibration.json",
+                    pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma"))
     attach_journal(kernel, journal_path(config))
     return kernel
+
+
+def build_registry(config: Config) -> DeviceRegistry:
+    """Every device: the entry-point plugins (built-ins too) and the configured MCP servers, started."""
+    registry = DeviceRegistry.from_entry_points()
+    add_mcp_devices(registry, config)
+    registry.start(config.resolved_data_dir())
+    return registry
+
+
+def add_mcp_devices(registry: DeviceRegistry, config: Config) -> None:
+    """Each configured MCP server becomes a device; one that fails is listed as broken."""
+    servers = (config.mcp or {}).get("servers", {})
+    if not servers:
+        return
+    from llmos.plugins.mcp import mcp_devices
+
+    devices, errors = mcp_devices(servers)
+    for device in devices:
+        try:
+            registry.register(device)
+        except ValueError as exc:  # the same name as a built-in device
+            errors.append((device.name, str(exc)))
+    for name, error in errors:
+        registry.broken.append(BrokenPlugin(f"mcp.{name}", f"mcp server {name}", error))
 
 
 def journal_path(config: Config) -> Path:

@@ -55,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     call = dsub.add_parser("call", help="call a device directly, as the kernel would")
     call.add_argument("name", help="device.call, e.g. calculator.evaluate")
     call.add_argument("--args", default="{}", help="JSON object of arguments")
+    grant = dsub.add_parser("grant", help="remember a permission for a device")
+    grant.add_argument("device", help="device name, e.g. browser")
+    grant.add_argument("permissions", nargs="+", metavar="PERMISSION", help="e.g. network, files.read")
+    revoke = dsub.add_parser("revoke", help="forget a device's permissions (all when none are named)")
+    revoke.add_argument("device", help="device name, e.g. browser")
+    revoke.add_argument("permissions", nargs="*", metavar="PERMISSION", help="e.g. network (default: all)")
     memory_cli.add_parser(sub)
     return parser
 
@@ -79,18 +85,16 @@ def _error(message: str) -> int:
 
 
 def cmd_devices(args: argparse.Namespace, config: Config) -> int:
-    from llmos.app.boot import grant_policy
-    from llmos.kernel.registry import DeviceRegistry
+    from llmos.app.boot import build_registry, grant_policy
     from llmos.kernel.syscalls.dispatch import Dispatcher
 
-    registry = DeviceRegistry.from_entry_points()
-    registry.start(config.resolved_data_dir())
+    registry = build_registry(config)
     if args.devices_command == "call":
         try:
             arguments = json.loads(args.args)
         except json.JSONDecodeError as exc:
             return _error(f"--args is not valid JSON: {exc}")
-        result = Dispatcher(registry, grant_policy(config, args.yes)).call_blocking(args.name, arguments)
+        result = Dispatcher(registry, grant_policy(config, args.yes, ask=_tty_permission if sys.stdin.isatty() else None)).call_blocking(args.name, arguments)
         if args.json:
             print(json.dumps(result.as_dict(), ensure_ascii=False))
         elif result.ok:
@@ -98,13 +102,19 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
         else:
             print(f"error: {result.error}", file=sys.stderr)
         return EXIT_OK if result.ok else EXIT_ERROR
+    if args.devices_command in ("grant", "revoke"):
+        return _devices_grant_revoke(args, config, registry)
+    policy = grant_policy(config)
     manifests = [d.manifest() for d in registry.devices()]
+    for m, d in zip(manifests, registry.devices()):
+        m["granted"] = sorted(p.value for p in d.permissions if p not in policy.missing(d))
     if args.json:
         broken = [{"name": b.name, "target": b.target, "error": b.error} for b in registry.broken]
         print(json.dumps({"devices": manifests, "broken": broken}, indent=2, ensure_ascii=False))
         return EXIT_OK
     for m in manifests:
-        perms = ", ".join(m["permissions"]) or "none"
+        perms = ", ".join(f"{p} ({'granted' if p in m['granted'] else 'not granted'})"
+                          for p in m["permissions"]) or "none"
         print(f"{m['name']} {m['version']}  permissions: {perms}")
         print(f"  {m['description']}")
         for c in m["calls"]:
@@ -114,6 +124,29 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
             print(f"  - {c['name']}({params})  {c['description']}")
     for b in registry.broken:
         print(f"! {b.name} ({b.target}) failed to load: {b.error}")
+    return EXIT_OK
+
+
+def _devices_grant_revoke(args: argparse.Namespace, config: Config, registry: Any) -> int:
+    from llmos.kernel.devices import Permission
+    from llmos.kernel.grants import GrantStore, grants_path
+
+    known = {d.name: d for d in registry.devices()}
+    if args.device not in known:
+        return _error(f"no device {args.device!r} (known: {', '.join(sorted(known)) or 'none'})")
+    valid = [p.value for p in Permission]
+    for name in args.permissions:
+        if name not in valid:
+            return _error(f"unknown permission {name!r} (one of: {', '.join(valid)})")
+    store = GrantStore(grants_path(config.resolved_data_dir()))
+    try:
+        if args.devices_command == "grant":
+            held = store.grant(args.device, args.permissions)
+        else:
+            held = store.revoke(args.device, args.permissions or None)
+    except OSError as exc:
+        return _error(f"cannot write {store.path}: {exc}")
+    print(f"{args.device}: granted {', '.join(sorted(p.value for p in held)) or 'nothing'}")
     return EXIT_OK
 
 
@@ -160,11 +193,27 @@ def _tty_consent(request: Any) -> bool:
         return False
 
 
+def _tty_permission(device: str, permissions: list[Any], description: str) -> bool:
+    """Ask on the terminal whether a device may have a permission (asked once; yes is remembered).
+
+    Runs on the kernel thread: the kernel waits while the user answers (one user, fine here)."""
+    names = ", ".join(getattr(p, "value", str(p)) for p in permissions)
+    print(f"\n[permission] Device {device!r} needs permission: {names}. Allow? [y/N] ",
+          end="", file=sys.stderr, flush=True)
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
 def _start_kernel(config: Config, grant_all: bool) -> Any:
     from llmos.app.boot import build_kernel
 
-    consent = _tty_consent if sys.stdin.isatty() else None  # no way to ask: the answer is no
-    kernel = build_kernel(config, grant_all=grant_all, consent=consent).start()
+    tty = sys.stdin.isatty()
+    consent = _tty_consent if tty else None  # no way to ask: the answer is no
+    kernel = build_kernel(config, grant_all=grant_all, consent=consent)
+    kernel.dispatcher.policy.ask = _tty_permission if tty else None  # no TTY: refused, with a grant hint
+    kernel.start()
     kernel.wait_ready()
     return kernel
 

@@ -39,6 +39,8 @@ class Config:
     max_answer_tokens: int = field(default=512, metadata={"help": "longest answer, in tokens"})
     data_dir: str = field(default="", metadata={"help": "journal, stores and snapshots; empty = the user data directory"})
     grants: list[str] = field(default_factory=list, metadata={"help": "permissions granted to devices"})
+    mcp: dict = field(default_factory=dict, metadata={
+        "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 
     def resolved_data_dir(self) -> Path:
         return Path(self.data_dir) if self.data_dir else Path(platformdirs.user_data_dir("llmos"))
@@ -51,6 +53,10 @@ def default_config_path() -> Path:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
+        if kind in ("dict", dict):
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
         if kind in ("int", int):
             return int(value)
         if kind in ("float", float):

@@ -125,6 +125,19 @@ class SyscallFinished(Event):
 
 
 @dataclass(frozen=True)
+class Paged(Event):
+    """Pages left the context window ("out", written to disk) or came back ("in", recalled)."""
+
+    pid: int
+    direction: str
+    reason: str
+    messages: int
+    tokens_before: int = 0
+    tokens_after: int = 0
+    summaries: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TurnFinished(Event):
     pid: int
     answer: str

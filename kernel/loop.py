@@ -25,6 +25,7 @@ from typing import Any
 from . import events
 from .backends.base import Backend, BackendError, SwitchInfo
 from .process import Message, Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
+from .paging import Pager
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
 from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy
@@ -74,6 +75,7 @@ class Kernel:
         policy: GrantPolicy | None = None,
         consent: Consent | None = None,
         calibration_store: Path | None = None,
+        pager: Pager | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
@@ -89,7 +91,7 @@ class Kernel:
         self._running: Process | None = None
         self._boot = boot_messages(registry)
         self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options,
-                                 make_calibration(registry, calibration_store))
+                                 make_calibration(registry, calibration_store), pager)
         self.load_error: str | None = None
         backend.on_switch = self._on_switch
 
@@ -107,12 +109,19 @@ class Kernel:
         if self.load_error is not None:
             raise BackendError(self.load_error)
 
-    def shutdown(self, timeout: float = 10.0, *, close_backend: bool = True) -> None:
-        """Stop the loop; ``close_backend=False`` leaves the model loaded for another kernel."""
+    def shutdown(self, timeout: float | None = None, *, close_backend: bool = True) -> None:
+        """Stop the loop; ``close_backend=False`` leaves the model loaded for another kernel.
+
+        Waits for the kernel thread to leave the model (at most one slice, or the load): a model
+        still in use by a lingering thread must never be closed or shared.
+        """
         self._stopping.set()
         self._requests.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the kernel thread is still busy with the model; waiting for it")
+                self._thread.join()
         for proc in self.table:
             self.backend.release(proc.pid)
         if close_backend:
@@ -216,6 +225,7 @@ class Kernel:
         if isinstance(request, _Spawn):
             proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history],
                                     request.conversation)
+            proc.pinned = len(self._boot)
             self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
                                                 proc.conversation, resumed=request.conversation is not None))
             self._set_state(proc, ProcessState.IDLE, "spawned")

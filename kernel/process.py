@@ -97,6 +97,7 @@ class Process:
     error: str | None = None
     conversation: str = field(default_factory=lambda: uuid.uuid4().hex)
     tainted: bool = False  # has read untrusted content: side-effect calls need consent
+    pinned: int = 0  # the first messages (boot prompt, examples) never leave the context window
 
     def info(self) -> dict[str, Any]:
         return {

@@ -8,6 +8,7 @@ to one slice of tokens) and then yields: ``Yield.SLICE`` where the scheduler may
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +19,16 @@ from . import events
 from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, system_message
+from .paging import Pager, fit, recall_message
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.protocol import (
     NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
 )
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,6 +39,8 @@ class TurnOptions:
     temperature: float = 0.0
     max_answer_tokens: int = 512
     max_call_tokens: int = 200
+    ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
+    recall_chars: int = 600  # how much recalled memory is paged in before a turn
 
 
 @dataclass
@@ -46,6 +53,7 @@ class TurnServices:
     emit: Callable[[events.Event], None]
     options: TurnOptions
     calibration: Calibration | None = None
+    pager: Pager | None = None
 
 
 def boot_messages(registry: DeviceRegistry) -> list[Message]:
@@ -59,6 +67,44 @@ def append(svc: TurnServices, proc: Process, message: Message) -> None:
     proc.messages.append(message)
     svc.emit(events.MessageAppended(proc.pid, proc.conversation, message.role, message.content,
                                     message.call, message.trusted))
+
+
+def _budget(svc: TurnServices) -> int:
+    opts = svc.options
+    return opts.ram_tokens or max(512, svc.backend.n_ctx - opts.max_answer_tokens - opts.max_call_tokens - 64)
+
+
+def page_out_if_needed(svc: TurnServices, proc: Process) -> None:
+    """Keep the process's context within budget: evict whole turns, oldest first, to disk."""
+    def count(messages: list[Message]) -> int:
+        return len(svc.backend.tokenize(render(messages)))
+
+    kept, eviction = fit(proc.messages, proc.pinned, _budget(svc), count)
+    if eviction is None:
+        return
+    proc.messages[:] = kept
+    summaries: list[str] = []
+    if svc.pager is not None:
+        try:
+            summaries = svc.pager.page_out(proc.conversation, eviction.turns)
+        except Exception as exc:  # the journal still has every message: nothing is lost
+            log.warning("process %d: paging out failed: %s", proc.pid, exc)
+    svc.emit(events.Paged(proc.pid, "out", "over the context budget", sum(len(t) for t in eviction.turns),
+                          eviction.tokens_before, eviction.tokens_after, tuple(summaries)))
+
+
+def page_in(svc: TurnServices, proc: Process, query: str) -> None:
+    """Before a user turn: bring back what the disk holds about it, as a marked message."""
+    if svc.pager is None:
+        return
+    try:
+        texts = svc.pager.page_in(proc.conversation, query, svc.options.recall_chars)
+    except Exception as exc:
+        log.warning("process %d: paging in failed: %s", proc.pid, exc)
+        return
+    if texts:
+        append(svc, proc, recall_message(texts))
+        svc.emit(events.Paged(proc.pid, "in", "relevant to the new request", len(texts), summaries=tuple(texts)))
 
 
 def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Calibration:
@@ -100,6 +146,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
     opts = svc.options
     started = time.monotonic()
+    page_in(svc, proc, user_text)
     append(svc, proc, Message("user", user_text))
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
@@ -115,6 +162,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
             break
+        page_out_if_needed(svc, proc)
         prompt = render(proc.messages)
         may_call = round_no < opts.max_rounds and call_names
         parsed: ParsedCall | None = None

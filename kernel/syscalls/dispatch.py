@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 
 from ..devices import Call, Device, DeviceError, Permission, Untrusted
+from ..grants import GrantStore
 from ..registry import DeviceRegistry, UnknownCall
 
 log = logging.getLogger(__name__)
@@ -64,16 +65,68 @@ class SyscallResult:
 
 
 class GrantPolicy:
-    """Which permissions the user has granted. v0: a fixed set (``--yes`` grants all)."""
+    """Which permissions the user has granted to which device.
 
-    def __init__(self, granted: Iterable[str] = (), grant_all: bool = False) -> None:
+    A permission is granted when it is in ``granted`` (the config's ``grants``: every device),
+    in the ``store`` for that device (remembered answers, ``llmos devices grant``), or when
+    ``grant_all`` (``--yes``, one run). Otherwise, if ``ask`` is set, the user is asked once per
+    device per run: yes is remembered in the store, no is refused for this run only.
+
+    ``ask(device, permissions, description) -> bool`` runs where :meth:`Dispatcher.prepare` runs,
+    i.e. on the kernel thread: an interactive prompt blocks the kernel (every process) until the
+    user answers. Acceptable for the terminal (one user); a desktop dialog must not block forever.
+    """
+
+    def __init__(self, granted: Iterable[str] = (), grant_all: bool = False, *,
+                 store: "GrantStore | None" = None,
+                 ask: Callable[[str, list[Permission], str], bool] | None = None) -> None:
         self.granted = {Permission(p) for p in granted}
         self.grant_all = grant_all
+        self.store = store
+        self.ask = ask
+        self._answers: dict[str, bool] = {}  # device -> the user's answer this run
+        self._lock = threading.Lock()
+
+    def _stored(self, name: str) -> set[Permission]:
+        if self.store is None:
+            return set()
+        try:
+            return self.store.granted(name)
+        except Exception:  # never let the store break a call: nothing remembered
+            log.exception("reading the grants store failed")
+            return set()
 
     def missing(self, device: Device) -> list[Permission]:
         if self.grant_all:
             return []
-        return [p for p in device.permissions if p not in self.granted]
+        held = self.granted | self._stored(device.name)
+        missing = [p for p in device.permissions if p not in held]
+        if not missing or self.ask is None:
+            return missing
+        with self._lock:  # ask once per device per run
+            answer = self._answers.get(device.name)
+            if answer is None:
+                try:
+                    answer = bool(self.ask(device.name, missing, device.description))
+                except Exception:
+                    log.exception("asking for a permission failed")
+                    answer = False
+                self._answers[device.name] = answer
+                log.warning("permission %s for device %r: %s", ", ".join(p.value for p in missing),
+                            device.name, "granted by the user" if answer else "refused by the user")
+                if answer and self.store is not None:
+                    try:
+                        self.store.grant(device.name, missing)
+                    except Exception:
+                        log.exception("remembering the grant failed (granted for this run only)")
+        return [] if answer else missing
+
+    @staticmethod
+    def refusal(device: Device, missing: list[Permission]) -> str:
+        names = ", ".join(p.value for p in missing)
+        hint = " ".join(p.value for p in missing)
+        return (f"permission denied: device {device.name!r} needs {names}, which the user has not granted "
+                f"(grant it with `llmos devices grant {device.name} {hint}`, or `--yes` for one run)")
 
 
 def _normalise(value: Any) -> Any:
@@ -139,11 +192,8 @@ class Dispatcher:
                                  error=f"invalid arguments for {device.name}.{call.name} ({where}): {exc.message}")
         missing = self.policy.missing(device)
         if missing:
-            names = ", ".join(p.value for p in missing)
-            return SyscallResult(
-                device.name, call.name, arguments, ok=False,
-                error=f"permission denied: device {device.name!r} needs {names}, which the user has not granted",
-            )
+            return SyscallResult(device.name, call.name, arguments, ok=False,
+                                 error=self.policy.refusal(device, missing))
         return device, call, arguments
 
     def submit(self, qualified: str, arguments: Any, *, tainted: bool = False) -> "Future[SyscallResult]":

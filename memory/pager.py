@@ -1,0 +1,70 @@
+"""The pager: evicted turns go to the disk store; relevant pages come back before a turn.
+
+Summaries are extractive for now (what the user said and the start of the answer): cheap, never
+wrong about what was said. A model-written summary is a later improvement.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from llmos.kernel.process import Message
+
+log = logging.getLogger(__name__)
+
+MIN_SIMILARITY = 0.35  # below this a page is not relevant enough to spend context on
+
+
+def summarise(turn: list[Message]) -> str:
+    """One line for a turn: the user's words, the device results, the answer's start."""
+    user = next((m.content for m in turn if m.role == "user"), "")
+    results = [f"{m.call} gave {m.content[:80]}" for m in turn if m.role == "tool" and m.trusted]
+    answer = next((m.content for m in reversed(turn) if m.role == "assistant" and not m.call), "")
+    day = time.strftime("%Y-%m-%d")
+    parts = [f"On {day} the user said: {user.strip()[:300]}"]
+    if results:
+        parts.append("; ".join(results))
+    if answer:
+        parts.append(f"llmos answered: {answer.strip()[:200]}")
+    return " | ".join(parts)
+
+
+class DiskPager:
+    """A :class:`llmos.kernel.paging.Pager` over a :class:`llmos.memory.disk.DiskStore` (opened on first use)."""
+
+    def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    def _disk(self) -> Any:
+        with self._lock:
+            if self._store is None:
+                from llmos.memory.disk import DiskStore
+
+                self._store = DiskStore(self.store_path)
+            return self._store
+
+    def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
+        summaries = [summarise(turn) for turn in turns]
+        store = self._disk()
+        for summary in summaries:
+            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+        return summaries
+
+    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[str]:
+        hits = self._disk().search(query, k=5, collection="all")
+        texts: list[str] = []
+        used = 0
+        for hit in hits:
+            if hit.similarity is None or hit.similarity < MIN_SIMILARITY:
+                continue
+            if used + len(hit.text) > budget_chars:
+                break
+            texts.append(hit.text)
+            used += len(hit.text)
+        return texts
