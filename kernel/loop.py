@@ -133,7 +133,12 @@ class Kernel:
         (its journal id) resume a conversation."""
         request = _Spawn(name, priority, list(history or []), conversation)
         self._requests.put(request)
-        return request.future.result(timeout=30)
+        while True:  # the kernel answers once the model has loaded; a dead kernel never will
+            try:
+                return request.future.result(timeout=1.0)
+            except TimeoutError:
+                if self._thread is None or not self._thread.is_alive():
+                    raise RuntimeError("the kernel is not running") from None
 
     def submit(self, pid: int, text: str) -> "Future[TurnResult]":
         turn = Turn(text)

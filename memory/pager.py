@@ -22,8 +22,11 @@ MIN_SIMILARITY = 0.35  # below this a page is not relevant enough to spend conte
 def summarise(turn: list[Message]) -> str:
     """One line for a turn: the user's words, the device results, the answer's start."""
     user = next((m.content for m in turn if m.role == "user"), "")
-    results = [f"{m.call} gave {m.content[:80]}" for m in turn if m.role == "tool" and m.trusted]
+    results = [f"{m.call} gave {m.content[:80]}" for m in turn
+               if m.role == "tool" and m.trusted and not m.content.startswith("Error:")]
     answer = next((m.content for m in reversed(turn) if m.role == "assistant" and not m.call), "")
+    if answer.lstrip().upper().startswith("CALL "):  # a garbled call is not worth remembering
+        answer = ""
     day = time.strftime("%Y-%m-%d")
     parts = [f"On {day} the user said: {user.strip()[:300]}"]
     if results:

@@ -94,6 +94,7 @@ def test_dentist_across_two_conversations_with_eviction_on_the_real_model(real_b
     opts = TurnOptions(ram_tokens=boot_tokens + 160, max_answer_tokens=40)
     kernel = Kernel(real_backend, registry, opts, pager=pager).start()
     kernel.bus.subscribe(seen.append)
+    kernel.wait_ready(300)
     try:
         first = kernel.spawn("chat")
         kernel.submit(first, "My dentist appointment is on Friday at 3pm.").result(300)
