@@ -8,7 +8,7 @@ from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import BrokenPlugin, DeviceRegistry
-from llmos.kernel.syscalls.dispatch import Consent, GrantPolicy
+from llmos.kernel.syscalls.dispatch import AskPermission, Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
 from llmos.memory.journal import Journal
 from llmos.memory.pager import DiskPager
@@ -24,7 +24,7 @@ def turn_options(config: Config) -> TurnOptions:
     )
 
 
-def grant_policy(config: Config, grant_all: bool = False, ask=None) -> GrantPolicy:
+def grant_policy(config: Config, grant_all: bool = False, ask: AskPermission | None = None) -> GrantPolicy:
     """Config grants (every device) + the remembered grants in ``<data_dir>/grants.json``."""
     from llmos.kernel.grants import GrantStore, grants_path
 
@@ -33,11 +33,11 @@ def grant_policy(config: Config, grant_all: bool = False, ask=None) -> GrantPoli
 
 
 def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None,
-                 consent: Consent | None = None) -> Kernel:
+                 consent: Consent | None = None, ask: AskPermission | None = None) -> Kernel:
     """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
     if registry is None:
         registry = build_registry(config)
-    kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all), consent,
+    kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all, ask), consent,
                     calibration_store=config.resolved_data_dir() / "calibration.json",
                     pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma"))
     attach_journal(kernel, journal_path(config))

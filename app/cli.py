@@ -209,10 +209,9 @@ def _tty_permission(device: str, permissions: list[Any], description: str) -> bo
 def _start_kernel(config: Config, grant_all: bool) -> Any:
     from llmos.app.boot import build_kernel
 
-    tty = sys.stdin.isatty()
-    consent = _tty_consent if tty else None  # no way to ask: the answer is no
-    kernel = build_kernel(config, grant_all=grant_all, consent=consent)
-    kernel.dispatcher.policy.ask = _tty_permission if tty else None  # no TTY: refused, with a grant hint
+    tty = sys.stdin.isatty()  # no way to ask: the answer is no (with a hint on how to grant)
+    kernel = build_kernel(config, grant_all=grant_all, consent=_tty_consent if tty else None,
+                          ask=_tty_permission if tty else None)
     kernel.start()
     kernel.wait_ready()
     return kernel

@@ -15,7 +15,6 @@ process that has read untrusted content (a side-effect call then needs ``consent
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,9 +45,4 @@ def call_device(
     if registry.broken:
         return SyscallResult(device.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
     dispatcher = Dispatcher(registry, GrantPolicy(grants), consent)
-    future = dispatcher.submit(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted)
-    deadline = getattr(future, "deadline", None)
-    try:
-        return future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-    except TimeoutError:
-        return future.timeout_result  # type: ignore[attr-defined]
+    return dispatcher.call_blocking(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted)

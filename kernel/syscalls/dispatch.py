@@ -64,6 +64,10 @@ class SyscallResult:
         }
 
 
+# Asked the first time a device needs permissions it lacks: (device, permissions, description) -> yes?
+AskPermission = Callable[[str, list[Permission], str], bool]
+
+
 class GrantPolicy:
     """Which permissions the user has granted to which device.
 
@@ -79,7 +83,7 @@ class GrantPolicy:
 
     def __init__(self, granted: Iterable[str] = (), grant_all: bool = False, *,
                  store: "GrantStore | None" = None,
-                 ask: Callable[[str, list[Permission], str], bool] | None = None) -> None:
+                 ask: AskPermission | None = None) -> None:
         self.granted = {Permission(p) for p in granted}
         self.grant_all = grant_all
         self.store = store
@@ -224,9 +228,9 @@ class Dispatcher:
         worker.start()
         return future
 
-    def call_blocking(self, qualified: str, arguments: Any) -> SyscallResult:
+    def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False) -> SyscallResult:
         """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
-        future = self.submit(qualified, arguments)
+        future = self.submit(qualified, arguments, tainted=tainted)
         deadline = getattr(future, "deadline", None)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
