@@ -25,11 +25,11 @@ from typing import Any
 from . import events
 from .backends.base import Backend, BackendError, SwitchInfo
 from .process import Message, Priority, Process, ProcessState, ProcessTable, Turn, TurnResult, WaitFor, Yield
-from .paging import Pager
+from .paging import Pager, RamReport
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
 from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy
-from .turn import TurnOptions, TurnServices, boot_messages, make_calibration, run_turn
+from .turn import TurnOptions, TurnServices, boot_messages, make_calibration, ram_report, run_turn
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,12 @@ class _Stop:
 @dataclass
 class _Kill:
     pid: int
+
+
+@dataclass
+class _InspectRam:
+    pid: int
+    future: "Future[RamReport]" = field(default_factory=Future)
 
 
 class Kernel:
@@ -157,6 +163,15 @@ class Kernel:
 
     def processes(self) -> list[dict[str, Any]]:
         return [p.info() for p in self.table]
+
+    def ram(self, pid: int, timeout: float | None = 30.0) -> RamReport:
+        """A snapshot of a process's context window (pages, tokens, what was paged and why).
+
+        Answered on the kernel thread between two slices, so it may wait for one slice; call it
+        off the GUI thread. Raises LookupError for an unknown process."""
+        request = _InspectRam(pid)
+        self._requests.put(request)
+        return request.future.result(timeout)
 
     # --- the loop (kernel thread) ---------------------------------------------------------
 
@@ -264,6 +279,16 @@ class Kernel:
                     self._end(proc)
                 else:
                     proc.kill_requested = True  # the task ends at its next step; then the process
+
+        elif isinstance(request, _InspectRam):
+            proc = self._lookup(request.pid)
+            if proc is None:
+                request.future.set_exception(LookupError(f"no process {request.pid}"))
+            else:
+                try:
+                    request.future.set_result(ram_report(self._svc, proc))
+                except Exception as exc:  # a backend that cannot tokenize now: the caller hears why
+                    request.future.set_exception(exc)
 
     def _lookup(self, pid: int) -> Process | None:
         try:

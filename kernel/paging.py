@@ -12,9 +12,10 @@ The kernel only knows the :class:`Pager` Protocol; the disk behind it lives in `
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 from .process import Message
 
@@ -66,3 +67,71 @@ def fit(messages: list[Message], pinned: int, budget: int, count: Callable[[list
 def recall_message(texts: list[str]) -> Message:
     lines = "\n".join(f"- {text}" for text in texts)
     return Message("system", f"{RECALL_HEADER}\n{lines}")
+
+
+# --- what is in RAM: the inspector's view of a process's context window ----------------------
+
+
+@dataclass(frozen=True)
+class Page:
+    """One message of a process's context window, as the RAM inspector shows it."""
+
+    index: int
+    kind: str  # boot, example, recalled, user, call, result, answer, system
+    role: str
+    tokens: int
+    pinned: bool
+    call: str | None
+    trusted: bool
+    preview: str
+
+
+@dataclass(frozen=True)
+class PagingRecord:
+    """Pages that left the context window (``out``, written to disk) or came back (``in``)."""
+
+    direction: str
+    reason: str
+    messages: int
+    tokens_before: int = 0
+    tokens_after: int = 0
+    summaries: tuple[str, ...] = ()
+    at: float = field(default_factory=time.time)  # wall-clock seconds since the epoch
+
+
+@dataclass(frozen=True)
+class RamReport:
+    """A snapshot of one process's RAM: resident pages, the budget, and what was paged and why."""
+
+    pid: int
+    conversation: str
+    n_ctx: int
+    budget: int
+    tokens: int  # the rendered context, counted with the model's tokenizer
+    pages: tuple[Page, ...]
+    paging: tuple[PagingRecord, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def page_kind(message: Message, index: int, pinned: int) -> str:
+    if index < pinned:
+        return "boot" if index == 0 else "example"
+    if message.role == "system":
+        return "recalled" if message.content.startswith(RECALL_HEADER) else "system"
+    if message.role == "assistant":
+        return "call" if message.call else "answer"
+    return "result" if message.role == "tool" else message.role
+
+
+def _preview(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def pages_of(messages: list[Message], pinned: int, count: Callable[[Message], int]) -> tuple[Page, ...]:
+    return tuple(
+        Page(i, page_kind(m, i, pinned), m.role, count(m), i < pinned, m.call, m.trusted, _preview(m.content))
+        for i, m in enumerate(messages)
+    )

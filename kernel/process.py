@@ -98,6 +98,7 @@ class Process:
     conversation: str = field(default_factory=lambda: uuid.uuid4().hex)
     tainted: bool = False  # has read untrusted content: side-effect calls need consent
     pinned: int = 0  # the first messages (boot prompt, examples) never leave the context window
+    paging: list[Any] = field(default_factory=list)  # kernel.paging.PagingRecord, oldest first
 
     def info(self) -> dict[str, Any]:
         return {

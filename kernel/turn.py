@@ -18,8 +18,8 @@ from typing import Any
 from . import events
 from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
-from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, system_message
-from .paging import Pager, fit, recall_message
+from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_message
+from .paging import Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
@@ -89,8 +89,8 @@ def page_out_if_needed(svc: TurnServices, proc: Process) -> None:
             summaries = svc.pager.page_out(proc.conversation, eviction.turns)
         except Exception as exc:  # the journal still has every message: nothing is lost
             log.warning("process %d: paging out failed: %s", proc.pid, exc)
-    svc.emit(events.Paged(proc.pid, "out", "over the context budget", sum(len(t) for t in eviction.turns),
-                          eviction.tokens_before, eviction.tokens_after, tuple(summaries)))
+    _paged(svc, proc, PagingRecord("out", "over the context budget", sum(len(t) for t in eviction.turns),
+                                   eviction.tokens_before, eviction.tokens_after, tuple(summaries)))
 
 
 def page_in(svc: TurnServices, proc: Process, query: str) -> None:
@@ -104,7 +104,24 @@ def page_in(svc: TurnServices, proc: Process, query: str) -> None:
         return
     if texts:
         append(svc, proc, recall_message(texts))
-        svc.emit(events.Paged(proc.pid, "in", "relevant to the new request", len(texts), summaries=tuple(texts)))
+        _paged(svc, proc, PagingRecord("in", "relevant to the new request", len(texts), summaries=tuple(texts)))
+
+
+def _paged(svc: TurnServices, proc: Process, record: PagingRecord) -> None:
+    """Remember what was paged on the process (the RAM inspector shows it) and tell the observers."""
+    proc.paging.append(record)
+    svc.emit(events.Paged(proc.pid, record.direction, record.reason, record.messages,
+                          record.tokens_before, record.tokens_after, record.summaries))
+
+
+def ram_report(svc: TurnServices, proc: Process) -> RamReport:
+    """What is resident in the process's context window now, counted with the model's tokenizer."""
+    def count(message: Message) -> int:
+        return len(svc.backend.tokenize(render_message(message)))
+
+    return RamReport(proc.pid, proc.conversation, svc.backend.n_ctx, _budget(svc),
+                     len(svc.backend.tokenize(render(proc.messages))),
+                     pages_of(proc.messages, proc.pinned, count), tuple(proc.paging))
 
 
 def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Calibration:
