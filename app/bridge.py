@@ -6,9 +6,13 @@ hands every event over to the GUI thread through ONE explicitly queued connectio
 signals. So every public signal is emitted on the GUI thread, whatever a receiver is (a slot, a
 lambda, a test's callback), and events arrive in the order the kernel emitted them.
 
-The actions never block the GUI thread: ``submit`` and ``stop`` only put a request on the
-kernel's queue; ``spawn`` (which waits for the kernel thread) runs on a worker thread and reports
-back with the ``spawned`` signal. Failures come back as signals too, never as exceptions.
+The actions never block the GUI thread: ``submit``, ``stop`` and ``kill`` only put a request on
+the kernel's queue; ``spawn`` and ``ram`` (which wait for the kernel thread) run on a worker thread
+and report back with a signal or a callback called on the GUI thread (``run`` does this for any
+blocking work). Failures come back as signals too, never as exceptions.
+
+Other threads that need the user (the consent and permission dialogs) also come in through the
+bridge: ``post`` hands any object to the GUI thread, where ``dialog_requested`` carries it on.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from enum import Enum
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal, Slot
@@ -23,9 +29,16 @@ from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal, Slot
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.loop import Kernel
-from llmos.kernel.process import Priority, TurnResult
+from llmos.kernel.paging import RamReport
+from llmos.kernel.process import Message, Priority, TurnResult
 
 log = logging.getLogger(__name__)
+
+
+class BackendState(Enum):
+    LOADING = "loading"
+    READY = "ready"
+    FAILED = "failed"
 
 
 # --- what the bridge reports besides kernel events (results of its own actions) -------------
@@ -35,6 +48,20 @@ log = logging.getLogger(__name__)
 class Spawned:
     pid: int
     name: str
+    conversation: str
+
+
+@dataclass(frozen=True)
+class WorkDone:
+    """The outcome of :meth:`KernelBridge.run`: ``callback(value, error)`` on the GUI thread."""
+
+    callback: Callable[[Any, str | None], None]
+    value: Any
+    error: str | None
+
+
+class DialogRequest:
+    """Marker base of requests for the user (see ``app/dialogs.py``); the bridge carries them."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +93,11 @@ class KernelBridge(QObject):
     syscall_finished = Signal(object)  # events.SyscallFinished
     turn_finished = Signal(object)  # events.TurnFinished
     process_failed = Signal(int, str)  # pid, error
+    message_appended = Signal(object)  # events.MessageAppended
+    paged = Signal(object)  # events.Paged
     # results of the bridge's own actions
-    spawned = Signal(int, str)  # pid, name
+    spawned = Signal(int, str, str)  # pid, name, conversation
+    dialog_requested = Signal(object)  # a DialogRequest from a non-GUI thread
     turn_failed = Signal(int, str, object)  # pid, error, the turn's Future
     action_failed = Signal(str, str)  # action, error
 
@@ -79,10 +109,10 @@ class KernelBridge(QObject):
         if app is not None and self.thread() != app.thread():
             self.moveToThread(app.thread())  # the receiving end of the crossing is the GUI thread
         self.kernel = kernel
-        self.backend_state = "loading"  # loading, ready or failed
+        self.backend_state = BackendState.LOADING
         self.load_error: str | None = None
         self._closed = False
-        self._workers = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-bridge")
+        self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmos-bridge")
         self._incoming.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
         self._unsubscribe = kernel.bus.subscribe(self._post)
         self._post_current_backend_state()
@@ -93,17 +123,20 @@ class KernelBridge(QObject):
 
     # --- actions (GUI thread; none of them blocks) ---------------------------------------------
 
-    def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT) -> "Future[int]":
-        """Create a process off the GUI thread; ``spawned(pid, name)`` or ``action_failed`` follow."""
+    def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT, *,
+              history: list[Message] | None = None, conversation: str | None = None) -> "Future[int]":
+        """Create a process off the GUI thread (``history``/``conversation`` resume one);
+        ``spawned(pid, name, conversation)`` or ``action_failed`` follow."""
 
         def work() -> int:
             try:
-                pid = self.kernel.spawn(name, priority)
+                pid = self.kernel.spawn(name, priority, history=history, conversation=conversation)
+                info = next((p for p in self.kernel.processes() if p["pid"] == pid), {})
             except Exception as exc:
                 log.exception("spawn %r failed", name)
                 self._post(ActionFailed("spawn", _describe(exc)))
                 raise
-            self._post(Spawned(pid, name))
+            self._post(Spawned(pid, name, str(info.get("conversation") or conversation or "")))
             return pid
 
         return self._workers.submit(work)
@@ -122,6 +155,40 @@ class KernelBridge(QObject):
 
     def stop(self, pid: int) -> None:
         self.kernel.stop(pid)
+
+    def kill(self, pid: int) -> None:
+        self.kernel.kill(pid)
+
+    def run(self, work: Callable[[], Any], callback: Callable[[Any, str | None], None]) -> None:
+        """Run blocking ``work`` on a worker thread; ``callback(value, error)`` on the GUI thread."""
+
+        def job() -> None:
+            try:
+                value, error = work(), None
+            except Exception as exc:
+                log.warning("background work failed: %s", exc)
+                value, error = None, _describe(exc)
+            self._post(WorkDone(callback, value, error))
+
+        if self._closed:
+            callback(None, "the window is closing")
+            return
+        self._workers.submit(job)
+
+    def ram(self, pid: int, callback: Callable[[RamReport | None, str | None], None]) -> None:
+        """A RAM report of ``pid`` (asked on a worker: the kernel answers between slices)."""
+        self.run(lambda: self.kernel.ram(pid, timeout=30.0), callback)
+
+    def post(self, item: object) -> bool:
+        """Any thread: hand ``item`` (a DialogRequest) to the GUI thread; False once closed."""
+        if self._closed:
+            return False
+        self._post(item)
+        return not self._closed
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         """Stop listening to the kernel (the kernel itself is left running)."""
@@ -176,17 +243,30 @@ class KernelBridge(QObject):
         elif isinstance(item, events.BackendLoading):
             self.backend_loading.emit(item)
         elif isinstance(item, events.BackendReady):
-            if self.backend_state != "loading":
+            if self.backend_state is not BackendState.LOADING:
                 return
-            self.backend_state = "ready"
+            self.backend_state = BackendState.READY
             self.backend_ready.emit(item)
         elif isinstance(item, events.BackendFailed):
-            if self.backend_state != "loading":
+            if self.backend_state is not BackendState.LOADING:
                 return
-            self.backend_state, self.load_error = "failed", item.error
+            self.backend_state, self.load_error = BackendState.FAILED, item.error
             self.backend_failed.emit(item.error)
+        elif isinstance(item, events.MessageAppended):
+            self.message_appended.emit(item)
+        elif isinstance(item, events.Paged):
+            self.paged.emit(item)
         elif isinstance(item, Spawned):
-            self.spawned.emit(item.pid, item.name)
+            self.spawned.emit(item.pid, item.name, item.conversation)
+            return
+        elif isinstance(item, WorkDone):
+            try:
+                item.callback(item.value, item.error)
+            except Exception:
+                log.exception("a background work callback failed")
+            return
+        elif isinstance(item, DialogRequest):
+            self.dialog_requested.emit(item)
             return
         elif isinstance(item, TurnRejected):
             self.turn_failed.emit(item.pid, item.error, item.future)

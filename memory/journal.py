@@ -73,6 +73,13 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         CREATE INDEX syscalls_by_conversation ON syscalls(conversation);
     """),
+    # The conversation tree (desktop shell): a branch is a conversation that copied the first
+    # ``forked_at`` messages of its ``parent`` and went on differently (an edit or a regenerate).
+    ("0003_conversation_branches", """
+        ALTER TABLE conversations ADD COLUMN parent TEXT;
+        ALTER TABLE conversations ADD COLUMN forked_at INTEGER;
+        CREATE INDEX conversations_by_parent ON conversations(parent);
+    """),
 ]
 
 _NAME = re.compile(r"^[0-9a-z_]+$")
@@ -350,3 +357,122 @@ class Journal:
             else:
                 out += [f"**{role.capitalize()}:**", "", content, ""]
         return "\n".join(out).rstrip() + "\n"
+
+    # --- the conversation tree: branches, rename, delete, search (desktop shell) -------------
+
+    def branch(self, ident: str, keep: int) -> str:
+        """A new conversation that starts with the first ``keep`` messages of ``ident`` (and their
+        system calls), recorded as its branch; returns the new id. Spawn it with
+        ``Kernel.spawn(history=journal.messages(new), conversation=new)``."""
+        import uuid
+
+        parent = self.resolve(ident)
+        new = uuid.uuid4().hex
+
+        def work(now: str) -> None:
+            row = self._db.execute("SELECT title, name FROM conversations WHERE id = ?", (parent,)).fetchone()
+            self._db.execute(
+                "INSERT INTO conversations (id, title, name, created, updated, parent, forked_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", (new, row[0], row[1], now, now, parent, int(keep)))
+            self._db.execute(
+                "INSERT INTO messages (conversation, seq, role, content, call, trusted, created) "
+                "SELECT ?, seq, role, content, call, trusted, created FROM messages "
+                "WHERE conversation = ? AND seq <= ? ORDER BY seq", (new, parent, int(keep)))
+            calls = self._db.execute(
+                "SELECT COUNT(*) FROM messages WHERE conversation = ? AND seq <= ? AND role = 'assistant' "
+                "AND call IS NOT NULL", (parent, int(keep))).fetchone()[0]
+            self._db.execute(
+                "INSERT INTO syscalls (conversation, pid, call_id, device, call, arguments, result, ok, error, "
+                "trusted, seconds, created) SELECT ?, pid, call_id, device, call, arguments, result, ok, error, "
+                "trusted, seconds, created FROM syscalls WHERE conversation = ? ORDER BY id LIMIT ?",
+                (new, parent, int(calls)))
+
+        self._transaction(work)
+        return new
+
+    def parent(self, ident: str) -> str | None:
+        """The conversation ``ident`` branched from, or None for a root."""
+        cid = self.resolve(ident)
+        with self._lock:
+            row = self._db.execute("SELECT parent FROM conversations WHERE id = ?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    def root(self, ident: str) -> str:
+        """The first conversation of ``ident``'s tree."""
+        cid = self.resolve(ident)
+        seen = {cid}
+        while (up := self.parent(cid)) is not None and up not in seen:
+            seen.add(up)
+            cid = up
+        return cid
+
+    def family(self, ident: str) -> list[str]:
+        """Every conversation of ``ident``'s tree (the root first, then branches by creation)."""
+        root = self.root(ident)
+        out, todo = [root], [root]
+        while todo:
+            current = todo.pop(0)
+            with self._lock:
+                children = [r[0] for r in self._db.execute(
+                    "SELECT id FROM conversations WHERE parent = ? ORDER BY created, rowid", (current,))]
+            out += children
+            todo += children
+        return out
+
+    def latest_leaf(self, ident: str) -> str:
+        """The most recently updated conversation of ``ident``'s tree (what reopening shows)."""
+        family = self.family(ident)
+        with self._lock:
+            marks = ",".join("?" * len(family))
+            row = self._db.execute(f"SELECT id FROM conversations WHERE id IN ({marks}) "
+                                   "ORDER BY updated DESC, rowid DESC LIMIT 1", family).fetchone()
+        return row[0]
+
+    def rename(self, ident: str, title: str) -> None:
+        """Give ``ident``'s whole tree a new title (one line)."""
+        title = " ".join(title.split())
+        if not title:
+            raise JournalError("a conversation title cannot be empty")
+        family = self.family(ident)
+        marks = ",".join("?" * len(family))
+        self._transaction(lambda now: self._db.execute(
+            f"UPDATE conversations SET title = ? WHERE id IN ({marks})", (title, *family)))
+
+    def delete(self, ident: str) -> int:
+        """Delete ``ident``'s whole tree (conversations, messages, system calls); returns how many
+        conversations went."""
+        family = self.family(ident)
+        marks = ",".join("?" * len(family))
+
+        def work(now: str) -> None:
+            self._db.execute(f"DELETE FROM syscalls WHERE conversation IN ({marks})", family)
+            self._db.execute(f"DELETE FROM messages WHERE conversation IN ({marks})", family)
+            self._db.execute(f"DELETE FROM conversations WHERE id IN ({marks})", family)
+
+        self._transaction(work)
+        return len(family)
+
+    def trees(self, query: str = "", limit: int | None = 200) -> list[dict[str, Any]]:
+        """One entry per conversation tree, latest activity first: the root's id, title, the
+        tree's last update and its number of branches; ``query`` keeps the trees whose title or
+        any message contains it (case-insensitive)."""
+        sql = ("SELECT c.id, c.title, c.created FROM conversations c WHERE c.parent IS NULL "
+               "AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation = c.id)")
+        with self._lock:
+            roots = list(self._db.execute(sql + " ORDER BY c.updated DESC, c.rowid DESC"))
+        needle = query.strip().lower()
+        out: list[dict[str, Any]] = []
+        for cid, title, created in roots:
+            family = self.family(cid)
+            marks = ",".join("?" * len(family))
+            with self._lock:
+                updated = self._db.execute(f"SELECT MAX(updated) FROM conversations WHERE id IN ({marks})",
+                                           family).fetchone()[0]
+                hit = not needle or needle in title.lower() or self._db.execute(
+                    f"SELECT 1 FROM messages WHERE conversation IN ({marks}) AND instr(lower(content), ?) > 0 "
+                    "LIMIT 1", (*family, needle)).fetchone() is not None
+            if hit:
+                out.append({"id": cid, "title": title, "created": created, "updated": updated,
+                            "branches": len(family)})
+        out.sort(key=lambda c: c["updated"], reverse=True)
+        return out if limit is None else out[:limit]

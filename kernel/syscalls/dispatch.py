@@ -125,6 +125,17 @@ class GrantPolicy:
                         log.exception("remembering the grant failed (granted for this run only)")
         return [] if answer else missing
 
+    def forget(self, device: str) -> None:
+        """Drop this run's remembered answer for ``device`` (after a revoke, ask again)."""
+        with self._lock:
+            self._answers.pop(device, None)
+
+    def held(self, device: Device) -> set[Permission]:
+        """What ``device`` holds now without asking (config, remembered grants, --yes)."""
+        if self.grant_all:
+            return set(device.permissions)
+        return (self.granted | self._stored(device.name)) & set(device.permissions)
+
     @staticmethod
     def refusal(device: Device, missing: list[Permission]) -> str:
         names = ", ".join(p.value for p in missing)

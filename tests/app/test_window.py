@@ -77,7 +77,7 @@ def type_and_send(qtbot, window: ChatWindow, text: str) -> None:
 
 
 def transcript(window: ChatWindow) -> str:
-    return window.transcript.toPlainText()
+    return window.view.plain_text()
 
 
 def wait_idle(qtbot, window: ChatWindow, timeout: int = 5000) -> None:

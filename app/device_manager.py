@@ -1,0 +1,96 @@
+"""The device manager: every device, the permissions it needs, what it holds; grant and revoke.
+
+Grants are remembered in ``<data_dir>/grants.json`` (``kernel/grants.py``); a revoke also drops
+this run's answer, so the device is asked again before its next call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from llmos.app.tables import InfoTable
+from llmos.kernel.loop import Kernel
+
+log = logging.getLogger(__name__)
+
+
+class DeviceManager(QDialog):
+    COLUMNS = ["device", "version", "calls", "needs", "granted", "status"]
+
+    def __init__(self, kernel: Kernel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Devices")
+        self.resize(760, 360)
+        self.kernel = kernel
+        self.table = InfoTable(self.COLUMNS, stretch=5)
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.grant_button = QPushButton("Grant")
+        self.revoke_button = QPushButton("Revoke")
+        self.grant_button.setToolTip("Grant the selected device the permissions it needs (remembered)")
+        self.revoke_button.setToolTip("Revoke every remembered permission of the selected device")
+        row = QHBoxLayout()
+        row.addWidget(self.message, 1)
+        row.addWidget(self.grant_button)
+        row.addWidget(self.revoke_button)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(row)
+        self.grant_button.clicked.connect(lambda: self.grant(self.table.selected_key()))
+        self.revoke_button.clicked.connect(lambda: self.revoke(self.table.selected_key()))
+        self.refresh()
+
+    @property
+    def _policy(self):  # noqa: ANN202
+        return self.kernel.dispatcher.policy
+
+    def refresh(self) -> None:
+        rows = []
+        for device in self.kernel.registry.devices():
+            held = self._policy.held(device)
+            needs = [p.value for p in device.permissions]
+            missing = [p for p in needs if p not in {h.value for h in held}]
+            status = "ready" if not missing else "asks for " + ", ".join(missing)
+            rows.append((device.name, device.version, len(device.calls), ", ".join(needs) or "—",
+                         ", ".join(sorted(h.value for h in held)) or "—", status))
+        for broken in self.kernel.registry.broken:
+            rows.append((broken.name, "", 0, "", "", f"broken: {broken.error}"))
+        self.table.set_rows(rows)
+
+    def _device(self, name: str | None):  # noqa: ANN202
+        if not name:
+            return None
+        try:
+            return self.kernel.registry.get(name)
+        except LookupError:
+            return None
+
+    def grant(self, name: str | None) -> None:
+        device, store = self._device(name), self._policy.store
+        if device is None or store is None:
+            self.message.setText("Nothing to grant." if device is None else "Grants cannot be remembered here.")
+            return
+        try:
+            store.grant(device.name, device.permissions)
+        except OSError as exc:
+            self.message.setText(f"Cannot save the grant: {exc}")
+            return
+        self._policy.forget(device.name)
+        self.message.setText(f"Granted {device.name}: {', '.join(p.value for p in device.permissions) or 'nothing needed'}.")
+        self.refresh()
+
+    def revoke(self, name: str | None) -> None:
+        device, store = self._device(name), self._policy.store
+        if device is None or store is None:
+            self.message.setText("Nothing to revoke.")
+            return
+        try:
+            store.revoke(device.name)
+        except OSError as exc:
+            self.message.setText(f"Cannot save the revoke: {exc}")
+            return
+        self._policy.forget(device.name)
+        self.message.setText(f"Revoked {device.name}'s remembered permissions; it asks again before its next call.")
+        self.refresh()
