@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QGuiApplication, QPixmap
+from PySide6.QtGui import (
+    QColor, QGuiApplication, QPixmap, QTextBlockFormat, QTextCursor, QTextDocument, QTextFormat, QTextFrameFormat,
+    QTextTable,
+)
 from PySide6.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget,
 )
@@ -37,6 +40,37 @@ def duration(seconds: float) -> str:
     if seconds < 0.001:
         return "<1 ms"
     return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def render_markdown(text: str, theme: Theme) -> str:
+    """Markdown (GitHub dialect) as the HTML a bubble shows: code blocks on a tinted background,
+    tables with padded cells and theme-coloured borders."""
+    doc = QTextDocument()
+    font = QGuiApplication.font()
+    font.setPointSize(BASE_POINT_SIZE + 1)
+    doc.setDefaultFont(font)
+    doc.setMarkdown(text, QTextDocument.MarkdownFeature.MarkdownDialectGitHub)
+    block = doc.begin()
+    while block.isValid():
+        fmt = block.blockFormat()
+        if fmt.hasProperty(QTextFormat.Property.BlockCodeFence) or fmt.nonBreakableLines():
+            code = QTextBlockFormat()
+            code.setBackground(QColor(theme.code))
+            code.setLeftMargin(6)
+            code.setRightMargin(6)
+            QTextCursor(block).mergeBlockFormat(code)
+        block = block.next()
+    for frame in doc.rootFrame().childFrames():
+        if isinstance(frame, QTextTable):
+            table = frame.format()
+            table.setBorder(1)
+            table.setBorderBrush(QColor(theme.card_border))
+            table.setBorderStyle(QTextFrameFormat.BorderStyle.BorderStyle_Solid)
+            table.setBorderCollapse(True)
+            table.setCellPadding(5)
+            table.setCellSpacing(0)
+            frame.setFormat(table)
+    return doc.toHtml()
 
 
 def _tool_button(text: str, tip: str) -> QToolButton:
@@ -79,7 +113,7 @@ class MessageBubble(QFrame):
         self.body = QLabel()
         self.body.setObjectName("body")
         self.body.setWordWrap(True)
-        self.body.setTextFormat(Qt.TextFormat.MarkdownText)
+        self.body.setTextFormat(Qt.TextFormat.RichText)
         self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
         self.body.setOpenExternalLinks(False)
         self.body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
@@ -101,7 +135,7 @@ class MessageBubble(QFrame):
 
     def set_text(self, text: str) -> None:
         self.text = text
-        self.body.setText(text if text else "…")
+        self.body.setText(render_markdown(text, current_theme()) if text else "…")
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.text)
@@ -217,6 +251,8 @@ class SyscallCard(QFrame):
             else:
                 details.append(f"error:     {self.error}")
         self.details.setPlainText("\n".join(details))
+        lines = min(14, self.details.document().lineCount())
+        self.details.setFixedHeight(lines * self.details.fontMetrics().lineSpacing() + 14)
 
     def image_path(self) -> Path | None:
         value = self.result
@@ -447,6 +483,8 @@ class ChatView(QScrollArea):
         """)
         for bubble in self.bubbles():
             self._style_bubble(bubble, theme)
+            if bubble is not self._live:
+                bubble.set_text(bubble.text)
         for card in self.cards.values():
             card._render()
 

@@ -116,6 +116,7 @@ class RamInspector(QDialog):
             f"messages in {len(outs)} evictions")
         self.pages.set_rows([(p.index, p.kind, p.role, p.tokens, "yes" if p.pinned else "", p.call or "",
                               "yes" if p.trusted else "no", p.preview) for p in report.pages])
+        self.pages.scrollToBottom()
         self.paging.set_rows([
             (datetime.fromtimestamp(r.at).strftime("%H:%M:%S"), r.direction, r.reason, r.messages,
              f"{r.tokens_before:,} → {r.tokens_after:,}" if r.direction == "out" else "",

@@ -48,7 +48,7 @@ class Sidebar(QWidget):
         self.journal = journal
         self.setMinimumWidth(200)
         self.setMaximumWidth(340)
-        self.new_button = QPushButton("＋  New conversation")
+        self.new_button = QPushButton("+  New conversation")
         self.new_button.setToolTip("Ctrl+N")
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search conversations (Ctrl+K)")
@@ -59,6 +59,7 @@ class Sidebar(QWidget):
         self.list.setUniformItemSizes(True)
         self.list.setWordWrap(False)
         self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 10, 4, 8)
         layout.setSpacing(8)

@@ -70,8 +70,10 @@ def test_markdown_answers_render_as_rich_text(qtbot, shell: Shell) -> None:
     qtbot.waitUntil(lambda: bool(answers(window)) and "| 1 | 2 |" in answers(window)[-1], timeout=5000)
     wait_idle(qtbot, window)
     bubble = [b for b in window.view.bubbles() if b.role == "assistant"][-1]
-    assert bubble.body.textFormat() == Qt.TextFormat.MarkdownText
-    assert "```python" in bubble.text and "- one" in bubble.text
+    assert "```python" in bubble.text and "- one" in bubble.text  # the text as written (copy, export)
+    html = bubble.body.text()  # what is shown: rendered
+    assert "<table" in html and "<li" in html and "font-weight" in html and "**" not in html
+    assert current_theme().code in html.lower()  # the code block on its tinted background
 
 
 def test_copy_puts_the_message_on_the_clipboard(qtbot, shell: Shell) -> None:
