@@ -166,8 +166,8 @@ class KernelBridge(QObject):
             try:
                 value, error = work(), None
             except Exception as exc:
-                log.warning("background work failed: %s", exc)
                 value, error = None, _describe(exc)
+                log.warning("background work failed: %s", error)
             self._post(WorkDone(callback, value, error))
 
         if self._closed:

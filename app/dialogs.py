@@ -15,14 +15,14 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QThread, Qt
+from PySide6.QtCore import QThread, Qt, QTimer
 from PySide6.QtWidgets import (
     QApplication, QDialog, QDialogButtonBox, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout, QWidget,
 )
 
 from llmos.app.bridge import DialogRequest, KernelBridge
 from llmos.kernel.devices import Permission
-from llmos.kernel.syscalls.dispatch import ConsentRequest
+from llmos.kernel.syscalls.dispatch import CONSENT_TIMEOUT_S, ConsentRequest
 
 log = logging.getLogger(__name__)
 
@@ -148,19 +148,21 @@ class DialogService:
     def consent(self, request: ConsentRequest) -> bool:
         ask = ConsentAsk()
         ask.request = request
-        return self._ask(ask)
+        # past this the kernel gives up on the call anyway: the dialog goes, the answer is no
+        return self._ask(ask, CONSENT_TIMEOUT_S)
 
     def ask_permission(self, device: str, permissions: list[Permission], description: str) -> bool:
         ask = PermissionAsk()
         ask.device, ask.permissions, ask.description = device, tuple(permissions), description
         return self._ask(ask)
 
-    def _ask(self, ask: _Ask) -> bool:
+    def _ask(self, ask: _Ask, timeout_s: float | None = None) -> bool:
         app = QApplication.instance()
         if app is not None and QThread.currentThread() == app.thread():
             log.error("a dialog was asked for on the GUI thread; answering no")
             return False
         bridge = self._bridge
+        limit = min(t for t in (timeout_s, self.timeout_s, float("inf")) if t is not None)
         if bridge is None or self._closing.is_set():
             return False
         with self._lock:
@@ -173,8 +175,8 @@ class DialogService:
                 waited += 0.2
                 if self._closing.is_set() or bridge.closed:
                     return False
-                if self.timeout_s is not None and waited >= self.timeout_s:
-                    log.warning("no answer from the user in %.0f s; answering no", self.timeout_s)
+                if waited >= limit:
+                    log.warning("no answer from the user in %.0f s; answering no", limit)
                     return False
             return ask.answer
         finally:
@@ -212,6 +214,10 @@ class DialogService:
                 self._next()
 
             dialog.finished.connect(finished)
+            watch = QTimer(dialog)  # answered elsewhere (a timeout, the window closing): the dialog goes
+            watch.setInterval(300)
+            watch.timeout.connect(lambda dialog=dialog, ask=ask: dialog.reject() if ask.done.is_set() else None)
+            watch.start()
             self.current = dialog
             dialog.open()
             return

@@ -157,6 +157,12 @@ class Kernel:
     def stop(self, pid: int) -> None:
         """Interrupt the current turn of ``pid`` at once (its partial answer is kept)."""
         self._requests.put(_Stop(pid))
+        # The request is taken between slices; a slice of a slow model can take many seconds.
+        # The running turn checks this flag after every token, so set it now too (one bool
+        # store, atomic; the queued request still does the bookkeeping).
+        proc = self._lookup(pid)
+        if proc is not None and proc.task is not None:
+            proc.stop_requested = True
 
     def kill(self, pid: int) -> None:
         self._requests.put(_Kill(pid))

@@ -453,26 +453,29 @@ class Journal:
         return len(family)
 
     def trees(self, query: str = "", limit: int | None = 200) -> list[dict[str, Any]]:
-        """One entry per conversation tree, latest activity first: the root's id, title, the
+        """One entry per conversation tree, latest activity first: the root's id and title, the
         tree's last update and its number of branches; ``query`` keeps the trees whose title or
-        any message contains it (case-insensitive)."""
-        sql = ("SELECT c.id, c.title, c.created FROM conversations c WHERE c.parent IS NULL "
-               "AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation = c.id)")
-        with self._lock:
-            roots = list(self._db.execute(sql + " ORDER BY c.updated DESC, c.rowid DESC"))
+        any message contains it (case-insensitive). One query, whatever the number of trees."""
         needle = query.strip().lower()
-        out: list[dict[str, Any]] = []
-        for cid, title, created in roots:
-            family = self.family(cid)
-            marks = ",".join("?" * len(family))
-            with self._lock:
-                updated = self._db.execute(f"SELECT MAX(updated) FROM conversations WHERE id IN ({marks})",
-                                           family).fetchone()[0]
-                hit = not needle or needle in title.lower() or self._db.execute(
-                    f"SELECT 1 FROM messages WHERE conversation IN ({marks}) AND instr(lower(content), ?) > 0 "
-                    "LIMIT 1", (*family, needle)).fetchone() is not None
-            if hit:
-                out.append({"id": cid, "title": title, "created": created, "updated": updated,
-                            "branches": len(family)})
-        out.sort(key=lambda c: c["updated"], reverse=True)
-        return out if limit is None else out[:limit]
+        sql = """
+            WITH RECURSIVE tree(id, root) AS (
+                SELECT id, id FROM conversations WHERE parent IS NULL
+                UNION ALL
+                SELECT c.id, t.root FROM conversations c JOIN tree t ON c.parent = t.id
+            )
+            SELECT r.id, r.title, r.created, MAX(c.updated), COUNT(*)
+            FROM tree t JOIN conversations c ON c.id = t.id JOIN conversations r ON r.id = t.root
+            WHERE EXISTS (SELECT 1 FROM messages m WHERE m.conversation = r.id)
+            GROUP BY t.root
+            HAVING ? = '' OR instr(lower(r.title), ?) > 0 OR EXISTS (
+                SELECT 1 FROM messages m JOIN tree t2 ON m.conversation = t2.id
+                WHERE t2.root = r.id AND instr(lower(m.content), ?) > 0)
+            ORDER BY MAX(c.updated) DESC, r.rowid DESC
+        """
+        params: tuple[Any, ...] = (needle, needle, needle)
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (int(limit),)
+        with self._lock:
+            rows = list(self._db.execute(sql, params))
+        return [{"id": r[0], "title": r[1], "created": r[2], "updated": r[3], "branches": r[4]} for r in rows]

@@ -87,10 +87,11 @@ def test_real_model_stop_mid_reply_while_the_task_manager_shows_it(qtbot, sessio
     manager.refresh()
     row = manager.table.column(0).index(str(window.pid))
     assert manager.table.item(row, 2).text() in ("running", "ready")
+    at_stop = len(tokens)
     qtbot.mouseClick(window.stop_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: not window.busy, timeout=20_000)
+    qtbot.waitUntil(lambda: not window.busy, timeout=60_000)
     assert "(stopped)" in text_of(window)
-    assert len(tokens) - before < 60  # far less than the 64-token answer it was writing
+    assert len(tokens) - at_stop <= 8, "the reply went on after Stop"
     manager.refresh()
     assert manager.table.item(manager.table.column(0).index(str(window.pid)), 2).text() == "idle"
     manager.close()

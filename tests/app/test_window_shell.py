@@ -439,3 +439,29 @@ def test_dark_and_light_follow_the_palette(qtbot, shell: Shell, qapp) -> None:
         qtbot.waitUntil(lambda: current_theme().window in window.view.widget().styleSheet(), timeout=2000)
     finally:
         apply_theme(qapp, dark=False)
+
+
+def test_an_unanswered_question_times_out_as_no_and_its_dialog_goes(qtbot, shell: Shell) -> None:
+    window = _consent_window(shell)
+    window.dialogs.timeout_s = 0.6
+    answers_seen: list[bool] = []
+    request = ConsentRequest("notes", "write", {"text": "x"}, "test")
+    worker = threading.Thread(target=lambda: answers_seen.append(window.dialogs.consent(request)))
+    worker.start()
+    qtbot.waitUntil(lambda: window.dialogs.current is not None, timeout=5000)
+    qtbot.waitUntil(lambda: bool(answers_seen), timeout=5000)
+    assert answers_seen == [False]
+    qtbot.waitUntil(lambda: window.dialogs.current is None, timeout=3000)
+
+
+def test_stop_is_at_once_even_within_a_long_slice(qtbot, shell: Shell) -> None:
+    words = " ".join(f"word{i}" for i in range(400))
+    window = shell.open(ScriptedBackend([f"ANSWER: {words} THE-END"], delay_per_token=0.03),
+                        options=TurnOptions(slice_tokens=1000))  # one slice would be the whole answer
+    send(qtbot, window, "Talk for a long time")
+    qtbot.waitUntil(lambda: "word3" in text_of(window), timeout=5000)
+    started = time.monotonic()
+    qtbot.keyClick(window.input, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not window.busy, timeout=5000)
+    assert time.monotonic() - started < 1.0
+    assert "word100" not in text_of(window) and "(stopped)" in text_of(window)
