@@ -715,14 +715,24 @@ class ChatWindow(QMainWindow):
             for widget in self._windows.values():
                 widget.close()
             self._windows.clear()
-            self.kernel = new
+            old_journal, self.kernel = self.journal, new
             self.journal = getattr(new, "journal", None) or self.journal
+            if old_journal is not None and old_journal is not self.journal:
+                old_journal.close()
             self.sidebar.journal = self.journal
+            self.sidebar.refresh()
             self.pid, self._spawning = None, None
             self.bridge = self._make_bridge(new)
             self._set_status(f"Loading model {model_label(self.bridge.model_name)} …", busy=True)
-            if self.conversation is not None and self.journal is not None:
-                self.open_conversation(self.conversation, latest=False)
+            try:  # the same conversation, if the (maybe new) data directory has it
+                known = self.conversation is not None and self.journal is not None and \
+                    bool(self.journal.resolve(self.conversation))
+            except JournalError:
+                known = False
+            if known:
+                self.open_conversation(self.conversation, latest=False)  # type: ignore[arg-type]
+            else:
+                self.new_conversation()
             self._update_actions()
 
         def go() -> None:

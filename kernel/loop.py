@@ -128,10 +128,23 @@ class Kernel:
             if self._thread.is_alive():
                 log.warning("the kernel thread is still busy with the model; waiting for it")
                 self._thread.join()
+        self._fail_pending_requests()
         for proc in self.table:
             self.backend.release(proc.pid)
         if close_backend:
             self.backend.close()
+
+    def _fail_pending_requests(self) -> None:
+        """After the loop ended: a caller still waiting on a request (a RAM report, a spawn)
+        hears that the kernel is gone instead of waiting for its timeout."""
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            future = getattr(request, "future", None)
+            if future is not None and not future.done():
+                future.set_exception(RuntimeError("the kernel has shut down"))
 
     def spawn(self, name: str = "chat", priority: Priority = Priority.CHAT,
               history: list[Message] | None = None, conversation: str | None = None) -> int:
@@ -175,6 +188,8 @@ class Kernel:
 
         Answered on the kernel thread between two slices, so it may wait for one slice; call it
         off the GUI thread. Raises LookupError for an unknown process."""
+        if self._stopping.is_set():
+            raise RuntimeError("the kernel has shut down")
         request = _InspectRam(pid)
         self._requests.put(request)
         return request.future.result(timeout)
