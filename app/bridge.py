@@ -22,15 +22,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal, Slot
 
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
-from llmos.kernel.loop import Kernel
-from llmos.kernel.paging import RamReport
 from llmos.kernel.process import Message, Priority, TurnResult
+
+if TYPE_CHECKING:  # the kernel is imported by whoever builds it (the window shows before that)
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.paging import RamReport
 
 log = logging.getLogger(__name__)
 
@@ -103,23 +105,27 @@ class KernelBridge(QObject):
 
     _incoming = Signal(object)  # kernel/worker thread -> GUI thread, queued
 
-    def __init__(self, kernel: Kernel, parent: QObject | None = None) -> None:
+    def __init__(self, kernel: "Kernel | None", parent: QObject | None = None, *, model_name: str = "") -> None:
+        """``kernel`` None: a bridge to a kernel still being built (no events, backend loading)."""
         super().__init__(parent)
         app = QCoreApplication.instance()
         if app is not None and self.thread() != app.thread():
             self.moveToThread(app.thread())  # the receiving end of the crossing is the GUI thread
         self.kernel = kernel
+        self._model_name = model_name
         self.backend_state = BackendState.LOADING
         self.load_error: str | None = None
         self._closed = False
         self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmos-bridge")
         self._incoming.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
-        self._unsubscribe = kernel.bus.subscribe(self._post)
-        self._post_current_backend_state()
+        self._unsubscribe: Callable[[], None] = lambda: None
+        if kernel is not None:
+            self._unsubscribe = kernel.bus.subscribe(self._post)
+            self._post_current_backend_state()
 
     @property
     def model_name(self) -> str:
-        return str(self.kernel.backend.model)
+        return str(self.kernel.backend.model) if self.kernel is not None else self._model_name
 
     # --- actions (GUI thread; none of them blocks) ---------------------------------------------
 
@@ -175,7 +181,7 @@ class KernelBridge(QObject):
             return
         self._workers.submit(job)
 
-    def ram(self, pid: int, callback: Callable[[RamReport | None, str | None], None]) -> None:
+    def ram(self, pid: int, callback: "Callable[[RamReport | None, str | None], None]") -> None:
         """A RAM report of ``pid`` (asked on a worker: the kernel answers between slices)."""
         self.run(lambda: self.kernel.ram(pid, timeout=30.0), callback)
 
@@ -211,6 +217,7 @@ class KernelBridge(QObject):
 
     def _post_current_backend_state(self) -> None:
         """The kernel may have loaded before we subscribed: tell the UI (duplicates are dropped)."""
+        assert self.kernel is not None
         backend = self.kernel.backend
         try:
             self.kernel.wait_ready(0)

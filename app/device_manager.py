@@ -7,11 +7,13 @@ this run's answer, so the device is asked again before its next call.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from llmos.app.tables import InfoTable
-from llmos.kernel.loop import Kernel
+if TYPE_CHECKING:
+    from llmos.kernel.loop import Kernel
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 class DeviceManager(QDialog):
     COLUMNS = ["device", "version", "calls", "needs", "granted", "status"]
 
-    def __init__(self, kernel: Kernel, parent: QWidget | None = None) -> None:
+    def __init__(self, kernel: "Kernel", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Devices")
         self.resize(760, 360)

@@ -14,6 +14,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QThread, Qt, QTimer
 from PySide6.QtWidgets import (
@@ -21,8 +22,9 @@ from PySide6.QtWidgets import (
 )
 
 from llmos.app.bridge import DialogRequest, KernelBridge
-from llmos.kernel.devices import Permission
-from llmos.kernel.syscalls.dispatch import CONSENT_TIMEOUT_S, ConsentRequest
+if TYPE_CHECKING:
+    from llmos.kernel.devices import Permission
+    from llmos.kernel.syscalls.dispatch import ConsentRequest
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,13 @@ class _Ask(DialogRequest):
 
 @dataclass(eq=False)
 class ConsentAsk(_Ask):
-    request: ConsentRequest = field(default=None)  # type: ignore[assignment]
+    request: "ConsentRequest" = field(default=None)  # type: ignore[assignment]
 
 
 @dataclass(eq=False)
 class PermissionAsk(_Ask):
     device: str = ""
-    permissions: tuple[Permission, ...] = ()
+    permissions: "tuple[Permission, ...]" = ()
     description: str = ""
 
 
@@ -90,7 +92,7 @@ class AskDialog(QDialog):
         self.no_button.setFocus()
 
 
-def consent_dialog(request: ConsentRequest, parent: QWidget | None) -> AskDialog:
+def consent_dialog(request: "ConsentRequest", parent: QWidget | None) -> AskDialog:
     args = json.dumps(request.arguments, ensure_ascii=False, indent=2, default=str)
     return AskDialog(
         "llmos: allow this call?",
@@ -145,13 +147,15 @@ class DialogService:
 
     # --- asking (any thread but the GUI's) -----------------------------------------------------
 
-    def consent(self, request: ConsentRequest) -> bool:
+    def consent(self, request: "ConsentRequest") -> bool:
+        from llmos.kernel.syscalls.dispatch import CONSENT_TIMEOUT_S
+
         ask = ConsentAsk()
         ask.request = request
         # past this the kernel gives up on the call anyway: the dialog goes, the answer is no
         return self._ask(ask, CONSENT_TIMEOUT_S)
 
-    def ask_permission(self, device: str, permissions: list[Permission], description: str) -> bool:
+    def ask_permission(self, device: str, permissions: "list[Permission]", description: str) -> bool:
         ask = PermissionAsk()
         ask.device, ask.permissions, ask.description = device, tuple(permissions), description
         return self._ask(ask)

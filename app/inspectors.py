@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -18,7 +19,8 @@ from PySide6.QtWidgets import (
 
 from llmos.app.bridge import KernelBridge
 from llmos.app.tables import InfoTable
-from llmos.kernel.paging import RamReport
+if TYPE_CHECKING:
+    from llmos.kernel.paging import RamReport
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,10 @@ class RamGauge(QWidget):
         layout.setSpacing(6)
         layout.addWidget(self.label)
         layout.addWidget(self.bar)
-        self.report: RamReport | None = None
+        self.report: "RamReport | None" = None
         self.setToolTip("Tokens in this conversation's context window (RAM) over its size")
 
-    def show_report(self, report: RamReport | None) -> None:
+    def show_report(self, report: "RamReport | None") -> None:
         self.report = report
         if report is None:
             self.label.setText("RAM –")
@@ -93,7 +95,7 @@ class RamInspector(QDialog):
         layout.addLayout(row)
         layout.addWidget(split, 1)
         self.refresh_button.clicked.connect(self.refresh)
-        self.report: RamReport | None = None
+        self.report: "RamReport | None" = None
         self.error: str | None = None
 
     def refresh(self) -> None:
@@ -104,7 +106,7 @@ class RamInspector(QDialog):
         self.summary.setText("Asking the kernel …")
         self.bridge.ram(pid, self.show_report)
 
-    def show_report(self, report: RamReport | None, error: str | None) -> None:
+    def show_report(self, report: "RamReport | None", error: str | None) -> None:
         self.report, self.error = report, error
         if report is None:
             self.summary.setText(f"Cannot read RAM: {error}")

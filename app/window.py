@@ -20,11 +20,12 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPlainTextEdit, QProgressBar,
+    QApplication, QFileDialog, QHBoxLayout, QLabel, QMainWindow, QPlainTextEdit, QProgressBar,
     QPushButton, QSizePolicy, QSplitter, QToolBar, QVBoxLayout, QWidget,
 )
 
@@ -39,18 +40,31 @@ from llmos.app.sidebar import Sidebar
 from llmos.app.theme import BASE_POINT_SIZE, apply_theme, current_theme
 from llmos.kernel import events
 from llmos.kernel.config import Config
-from llmos.kernel.loop import Kernel
 from llmos.kernel.process import Message, Priority, TurnResult
 from llmos.memory.journal import Journal, JournalError
 
+if TYPE_CHECKING:  # imported by whoever builds the kernel: the window shows before that
+    from llmos.kernel.loop import Kernel
+
 log = logging.getLogger(__name__)
 
-KernelFactory = Callable[[Config], Kernel]
+KernelFactory = Callable[[Config], "Kernel"]
 
 
 def model_label(model: str) -> str:
     """A short name for the model: the file name of a GGUF path, else the name itself."""
     return model.replace("\\", "/").rsplit("/", 1)[-1] if model.endswith(".gguf") else model
+
+
+def configured_model(config: Config | None) -> str:
+    """What the config says the model is (shown before the kernel exists)."""
+    if config is None:
+        return "the model"
+    if config.backend == "openai":
+        return config.remote_model or config.base_url
+    from llmos.kernel.model_file import default_model_path
+
+    return config.model or str(default_model_path())
 
 
 class MessageInput(QPlainTextEdit):
@@ -78,9 +92,10 @@ class ChatWindow(QMainWindow):
 
     ``journal`` (default: the kernel's, see ``app/boot.py``) gives the sidebar, branches and
     export; ``dialogs`` answers the kernel's consent and permission questions; ``config`` and
-    ``kernel_factory`` let settings switch the model (a new kernel)."""
+    ``kernel_factory`` let settings switch the model (a new kernel). ``kernel`` None: the window
+    shows first and :meth:`start_kernel` builds the kernel on a worker thread."""
 
-    def __init__(self, kernel: Kernel, parent: QWidget | None = None, *, journal: Journal | None = None,
+    def __init__(self, kernel: "Kernel | None", parent: QWidget | None = None, *, journal: Journal | None = None,
                  dialogs: DialogService | None = None, config: Config | None = None,
                  kernel_factory: KernelFactory | None = None) -> None:
         super().__init__(parent)
@@ -101,7 +116,9 @@ class ChatWindow(QMainWindow):
         self._after_turn: Callable[[], None] | None = None  # a switch that waits for the turn
         self._switching = False
         self._windows: dict[str, QWidget] = {}
+        self._built: Kernel | None = None  # built by start_kernel, maybe not adopted yet
         self._build()
+        self.sidebar.setVisible(self.journal is not None or kernel_factory is not None)
         self.bridge = self._make_bridge(kernel)
         self._set_status(f"Loading model {model_label(self.bridge.model_name)} …", busy=True)
         self._update_actions()
@@ -237,8 +254,8 @@ class ChatWindow(QMainWindow):
 
     # --- the bridge ----------------------------------------------------------------------------
 
-    def _make_bridge(self, kernel: Kernel) -> KernelBridge:
-        bridge = KernelBridge(kernel, self)
+    def _make_bridge(self, kernel: "Kernel | None") -> KernelBridge:
+        bridge = KernelBridge(kernel, self, model_name=configured_model(self.config))
         bridge.backend_ready.connect(self.on_backend_ready)
         bridge.backend_failed.connect(self.on_backend_failed)
         bridge.spawned.connect(self.on_spawned)
@@ -252,7 +269,7 @@ class ChatWindow(QMainWindow):
         bridge.action_failed.connect(self.on_action_failed)
         bridge.paged.connect(self.on_paged)
         self.dialogs.attach(bridge, self)
-        self.model_badge.setText(model_label(str(kernel.backend.model)))
+        self.model_badge.setText(model_label(bridge.model_name))
         return bridge
 
     # --- state -------------------------------------------------------------------------------
@@ -305,6 +322,8 @@ class ChatWindow(QMainWindow):
 
     def _spawn(self, conversation: str | None, history: list[Message] | None = None) -> None:
         """Retire the current process and spawn one for ``conversation`` (None = a new one)."""
+        if self.kernel is None:  # still being built: on_backend_ready spawns
+            return
         if self.pid is not None:
             self.bridge.kill(self.pid)
         self.pid = None
@@ -692,48 +711,73 @@ class ChatWindow(QMainWindow):
         else:
             self._set_status("Settings saved.")
 
+    def start_kernel(self) -> None:
+        """Build the kernel for ``config`` on a worker thread (the window is already shown), then
+        adopt it; a failure is shown in the window."""
+        assert self.kernel_factory is not None and self.config is not None
+        factory, config = self.kernel_factory, self.config
+
+        def work() -> "Kernel":
+            self._built = factory(config)
+            return self._built.start()
+
+        def done(new: "Kernel | None", error: str | None) -> None:
+            if new is None:
+                self.bridge.backend_state = BackendState.FAILED
+                self.bridge.load_error = error
+                self.on_backend_failed(f"llmos cannot start: {error}")
+                return
+            self.adopt_kernel(new)
+
+        self.bridge.run(work, done)
+
+    def adopt_kernel(self, new: "Kernel") -> None:
+        """Drive ``new`` from now on: a new bridge, its journal, the conversation reopened."""
+        self.bridge.close()
+        for widget in self._windows.values():
+            widget.close()
+        self._windows.clear()
+        old_journal, self.kernel = self.journal, new
+        self.journal = getattr(new, "journal", None) or self.journal
+        if old_journal is not None and old_journal is not self.journal:
+            old_journal.close()
+        self.sidebar.journal = self.journal
+        self.sidebar.setVisible(self.journal is not None)
+        self.sidebar.refresh()
+        self.pid, self._spawning, self._future = None, None, None
+        self.bridge = self._make_bridge(new)
+        self._set_status(f"Loading model {model_label(self.bridge.model_name)} …", busy=True)
+        try:  # the same conversation, if the (maybe new) data directory has it
+            known = self.conversation is not None and self.journal is not None and \
+                bool(self.journal.resolve(self.conversation))
+        except JournalError:
+            known = False
+        if known:
+            self.open_conversation(self.conversation, latest=False)  # type: ignore[arg-type]
+        elif self.conversation is not None:
+            self.new_conversation()
+        self._update_actions()
+
     def switch_kernel(self, config: Config) -> None:
         """Shut the kernel down and start one for ``config`` (on a worker thread, with progress)."""
-        if self.kernel_factory is None:
+        if self.kernel_factory is None or self.kernel is None:
             self._set_status("Settings saved; restart llmos to use them.")
             return
         factory, old = self.kernel_factory, self.kernel
 
-        def work() -> Kernel:
+        def work() -> "Kernel":
             new = factory(config)  # a bad config fails here, and the old kernel goes on
             old.shutdown(timeout=30.0)
             return new.start()
 
-        def done(new: Kernel | None, error: str | None) -> None:
+        def done(new: "Kernel | None", error: str | None) -> None:
             self._switching = False
             if new is None:
                 self.view.add_note(f"Cannot switch the model: {error}", error=True)
                 self._set_status(f"Cannot switch the model: {error}", error=True)
                 self._update_actions()
                 return
-            self.bridge.close()
-            for widget in self._windows.values():
-                widget.close()
-            self._windows.clear()
-            old_journal, self.kernel = self.journal, new
-            self.journal = getattr(new, "journal", None) or self.journal
-            if old_journal is not None and old_journal is not self.journal:
-                old_journal.close()
-            self.sidebar.journal = self.journal
-            self.sidebar.refresh()
-            self.pid, self._spawning = None, None
-            self.bridge = self._make_bridge(new)
-            self._set_status(f"Loading model {model_label(self.bridge.model_name)} …", busy=True)
-            try:  # the same conversation, if the (maybe new) data directory has it
-                known = self.conversation is not None and self.journal is not None and \
-                    bool(self.journal.resolve(self.conversation))
-            except JournalError:
-                known = False
-            if known:
-                self.open_conversation(self.conversation, latest=False)  # type: ignore[arg-type]
-            else:
-                self.new_conversation()
-            self._update_actions()
+            self.adopt_kernel(new)
 
         def go() -> None:
             self._switching = True
@@ -792,9 +836,7 @@ class ChatWindow(QMainWindow):
 
 
 def run_window(config: Config, grant_all: bool = False) -> int:
-    """The desktop app: the window shows at once; the model loads on the kernel thread."""
-    from llmos.app.boot import build_kernel
-
+    """The desktop app: the window shows at once; the kernel is built and the model loaded behind it."""
     app = QApplication.instance() or QApplication(sys.argv[:1])
     assert isinstance(app, QApplication)
     app.setApplicationName("llmos")
@@ -804,24 +846,21 @@ def run_window(config: Config, grant_all: bool = False) -> int:
     app.setFont(font)
     dialogs = DialogService()
 
-    def factory(cfg: Config) -> Kernel:
+    def factory(cfg: Config) -> "Kernel":
+        from llmos.app.boot import build_kernel  # the heavy imports, off the GUI thread
+
         return build_kernel(cfg, grant_all=grant_all, consent=dialogs.consent, ask=dialogs.ask_permission)
 
-    try:
-        kernel = factory(config)
-    except Exception as exc:  # a bad config, model path or journal: say so, do not crash
-        log.exception("cannot build the kernel")
-        QMessageBox.critical(None, "llmos", f"llmos cannot start:\n{exc}")
-        return 1
-    window = ChatWindow(kernel, dialogs=dialogs, config=config, kernel_factory=factory)
+    window = ChatWindow(None, dialogs=dialogs, config=config, kernel_factory=factory)
     window.show()
-    kernel.start()
+    window.start_kernel()
     _quit_on_sigint(app, window)
     try:
         return app.exec()
     finally:
         window.bridge.close()
-        window.kernel.shutdown()
+        for kernel in {id(k): k for k in (window.kernel, window._built) if k is not None}.values():
+            kernel.shutdown()
 
 
 def _quit_on_sigint(app: QApplication, window: QMainWindow) -> None:

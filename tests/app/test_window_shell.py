@@ -465,3 +465,49 @@ def test_stop_is_at_once_even_within_a_long_slice(qtbot, shell: Shell) -> None:
     qtbot.waitUntil(lambda: not window.busy, timeout=5000)
     assert time.monotonic() - started < 1.0
     assert "word100" not in text_of(window) and "(stopped)" in text_of(window)
+
+
+def test_the_window_shows_before_the_kernel_is_built_then_adopts_it(qtbot, tmp_path: Path) -> None:
+    from llmos.app.boot import attach_journal
+    from llmos.app.window import ChatWindow
+
+    built: list[Kernel] = []
+
+    def factory(config: Config) -> Kernel:
+        time.sleep(0.5)  # imports and devices take a while
+        kernel = Kernel(ScriptedBackend(["ANSWER: built behind the window"]), DeviceRegistry.from_entry_points())
+        attach_journal(kernel, tmp_path / "journal.sqlite3")
+        built.append(kernel)
+        return kernel
+
+    window = ChatWindow(None, config=Config(), kernel_factory=factory)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        window.start_kernel()
+        assert window.kernel is None and window.status_label.text().startswith("Loading model")
+        send(qtbot, window, "hello")  # typed before the kernel exists
+        qtbot.waitUntil(lambda: "built behind the window" in text_of(window), timeout=10000)
+        assert window.kernel is built[0] and window.sidebar.isVisible()
+        qtbot.waitUntil(lambda: window.sidebar.titles() == ["hello"], timeout=5000)
+    finally:
+        window.close()
+        for kernel in built:
+            kernel.shutdown(timeout=10)
+            kernel.journal.close()
+
+
+def test_a_kernel_that_cannot_be_built_is_shown_in_the_window(qtbot) -> None:
+    from llmos.app.window import ChatWindow
+    from llmos.memory.journal import JournalError
+
+    def factory(config: Config) -> Kernel:
+        raise JournalError("journal /x/journal.sqlite3 is not a usable SQLite database")
+
+    window = ChatWindow(None, config=Config(), kernel_factory=factory)
+    qtbot.addWidget(window)
+    window.show()
+    window.start_kernel()
+    qtbot.waitUntil(lambda: "not a usable SQLite database" in text_of(window), timeout=5000)
+    assert "llmos cannot start" in window.status_label.text() and not window.send_button.isEnabled()
+    window.close()
