@@ -17,6 +17,11 @@ os.environ["LLMOS_DATA_DIR"] = _DATA
 os.environ["LLMOS_CONFIG"] = str(Path(_DATA) / "no-config.toml")
 
 from llmos.kernel.model_file import default_model_path  # noqa: E402
+from llmos.app.qt_compat import guard_singletons  # noqa: E402
+
+# pytest-qt calls into PySide6 in every test; on Python 3.11 its abi3 build loses references to
+# None/True/False on such calls and the run aborts at some teardown (see app/qt_compat.py).
+guard_singletons()
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
