@@ -2,8 +2,10 @@
 
 The kernel emits events on its own thread. :class:`KernelBridge` subscribes to ``kernel.bus`` and
 hands every event over to the GUI thread through ONE explicitly queued connection
-(``_incoming`` -> ``_dispatch``); only ``_dispatch``, running on the GUI thread, emits the public
-signals. So every public signal is emitted on the GUI thread, whatever a receiver is (a slot, a
+(``_incoming`` -> ``_drain``); only ``_drain``, running on the GUI thread, emits the public
+signals. Items wait in a buffer and one queued wake-up carries them all, so a fast stream of
+tokens costs the GUI thread one crossing per batch, and adjacent tokens of one process come out
+as one ``token`` signal. So every public signal is emitted on the GUI thread, whatever a receiver is (a slot, a
 lambda, a test's callback), and events arrive in the order the kernel emitted them.
 
 The actions never block the GUI thread: ``submit``, ``stop`` and ``kill`` only put a request on
@@ -18,6 +20,7 @@ bridge: ``post`` hands any object to the GUI thread, where ``dialog_requested`` 
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -117,7 +120,10 @@ class KernelBridge(QObject):
         self.load_error: str | None = None
         self._closed = False
         self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="llmos-bridge")
-        self._incoming.connect(self._dispatch, Qt.ConnectionType.QueuedConnection)
+        self._buffer: list[object] = []  # items for the GUI thread, in order
+        self._buffer_lock = threading.Lock()
+        self._wake_pending = False
+        self._incoming.connect(self._drain, Qt.ConnectionType.QueuedConnection)
         self._unsubscribe: Callable[[], None] = lambda: None
         if kernel is not None:
             self._unsubscribe = kernel.bus.subscribe(self._post)
@@ -207,13 +213,35 @@ class KernelBridge(QObject):
     # --- the thread crossing -----------------------------------------------------------------
 
     def _post(self, item: object) -> None:
-        """Any thread: hand ``item`` to the GUI thread."""
+        """Any thread: hand ``item`` to the GUI thread (one wake-up per batch)."""
         if self._closed:
             return
+        with self._buffer_lock:
+            self._buffer.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         try:
-            self._incoming.emit(item)
+            self._incoming.emit(None)
         except RuntimeError:  # the C++ object is gone (the window was destroyed)
             self._closed = True
+
+    @Slot(object)
+    def _drain(self, _wake: object = None) -> None:
+        """GUI thread: dispatch every buffered item in order, adjacent tokens of a process joined."""
+        with self._buffer_lock:
+            items, self._buffer, self._wake_pending = self._buffer, [], False
+        merged: list[Any] = []
+        for item in items:
+            last = merged[-1] if merged else None
+            if isinstance(item, events.Token) and isinstance(last, events.Token) and last.pid == item.pid:
+                merged[-1] = events.Token(item.pid, last.text + item.text, at=last.at)
+            else:
+                merged.append(item)
+        for item in merged:
+            if self._closed:
+                return
+            self._dispatch(item)
 
     def _post_current_backend_state(self) -> None:
         """The kernel may have loaded before we subscribed: tell the UI (duplicates are dropped)."""
@@ -228,7 +256,6 @@ class KernelBridge(QObject):
             return
         self._post(events.BackendReady(backend.name, backend.model, 0.0))
 
-    @Slot(object)
     def _dispatch(self, item: Any) -> None:
         """GUI thread: emit the typed signal for ``item``, then ``event``."""
         if self._closed:

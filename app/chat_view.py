@@ -73,6 +73,32 @@ def render_markdown(text: str, theme: Theme) -> str:
     return doc.toHtml()
 
 
+def settled_prefix(text: str) -> int:
+    """Where a streaming Markdown text can be cut: after its last blank line outside a code
+    fence. What comes before no longer changes as more tokens arrive."""
+    cut = 0
+    fenced = False
+    position = 0
+    for line in text.split("\n")[:-1]:  # the last line may still grow
+        position += len(line) + 1
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and not line.strip():
+            cut = position
+    return cut
+
+
+def _body_label() -> QLabel:
+    label = QLabel()
+    label.setObjectName("body")
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+    label.setOpenExternalLinks(False)
+    label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+    return label
+
+
 def _tool_button(text: str, tip: str) -> QToolButton:
     button = QToolButton()
     button.setText(text)
@@ -110,18 +136,15 @@ class MessageBubble(QFrame):
         for w in (self.branch_prev, self.branch_label, self.branch_next, self.copy_button,
                   self.edit_button, self.regen_button):
             head.addWidget(w)
-        self.body = QLabel()
-        self.body.setObjectName("body")
-        self.body.setWordWrap(True)
-        self.body.setTextFormat(Qt.TextFormat.RichText)
-        self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-        self.body.setOpenExternalLinks(False)
-        self.body.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
+        self.body = _body_label()
+        self._settled: list[QLabel] = []  # while streaming: rendered parts that no longer change
+        self._settled_chars = 0
         layout = QVBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 10)
         layout.setSpacing(4)
         layout.addLayout(head)
         layout.addWidget(self.body)
+        self._layout = layout
         self.copy_button.clicked.connect(self.copy)
         self.edit_button.clicked.connect(lambda: view.edit_requested.emit(self.index, self.text))
         self.regen_button.clicked.connect(lambda: view.regenerate_requested.emit())
@@ -134,8 +157,30 @@ class MessageBubble(QFrame):
         self.set_text(text)
 
     def set_text(self, text: str) -> None:
+        """The whole message, rendered in one piece (a finished message)."""
         self.text = text
+        for label in self._settled:
+            self._layout.removeWidget(label)
+            label.deleteLater()
+        self._settled, self._settled_chars = [], 0
         self.body.setText(render_markdown(text, current_theme()) if text else "…")
+
+    def stream_text(self, text: str) -> None:
+        """A message still being written: the settled paragraphs are rendered once, into labels
+        of their own; each update renders only the paragraph that is still growing."""
+        self.text = text
+        theme = current_theme()
+        cut = settled_prefix(text)
+        if cut > self._settled_chars:
+            part = text[self._settled_chars:cut].strip("\n")
+            if part:
+                label = _body_label()
+                label.setText(render_markdown(part, theme))
+                self._layout.insertWidget(self._layout.indexOf(self.body), label)
+                self._settled.append(label)
+            self._settled_chars = cut
+        tail = text[self._settled_chars:]
+        self.body.setText(render_markdown(tail, theme) if tail.strip() else "")
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.text)
@@ -382,7 +427,7 @@ class ChatView(QScrollArea):
 
     def _flush_live(self) -> None:
         if self._live is not None:
-            self._live.set_text(self._live_text)
+            self._live.stream_text(self._live_text)
 
     def end_reply(self, text: str | None = None, index: int | None = None) -> MessageBubble | None:
         """The answer is complete (``text`` is the journaled one, when known)."""

@@ -6,6 +6,8 @@
   reply as fast as it can (the UI's own cost, at many tokens per second; goal <= 50).
   The idle loop's longest gap, measured just before in the same run, is in the details: the
   noise floor of this shared machine.
+- ``shell_stall_{real,scripted}_over_headless_ms``: the same turn run with no window right after
+  (the event loop measured the same way): the stall the window adds, side by side (goal <= 50).
 - ``shell_launch_to_window_s``: from starting ``llmos gui`` (a new Python process, offscreen)
   to the first event-loop turn with the window shown (median of runs; goal <= 1.5). The
   kernel (devices, journal, backend) is built behind the shown window; a bare PySide6 window
@@ -29,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from run import BenchContext
 
-FIGURES = ("shell_stall_real_ms", "shell_stall_scripted_ms", "shell_launch_to_window_s")
+FIGURES = ("shell_stall_real_ms", "shell_stall_scripted_ms", "shell_launch_to_window_s",
+           "shell_stall_real_over_headless_ms", "shell_stall_scripted_over_headless_ms")
 TICK_MS = 5
 
 LAUNCH = r"""
@@ -114,6 +117,16 @@ def _stream_once(app: Any, window: Any, text: str, timeout_s: float) -> tuple[fl
     return stall, ticks, len(tokens)
 
 
+def _headless(app: Any, kernel: Any, text: str, timeout_s: float) -> float:
+    """The same turn with no window: the event loop's longest gap from the machine and the kernel
+    alone (the baseline the window's figure is read against)."""
+    kernel.wait_ready(120)
+    pid = kernel.spawn("chat")
+    future = kernel.submit(pid, text)
+    stall, _ = longest_gap_ms(app, future.done, timeout_s)
+    return stall
+
+
 def _scripted(ctx: "BenchContext", app: Any) -> dict[str, Any]:
     from llmos.kernel.backends.scripted import ScriptedBackend
     from llmos.kernel.loop import Kernel
@@ -125,8 +138,8 @@ def _scripted(ctx: "BenchContext", app: Any) -> dict[str, Any]:
         if i % 60 == 59:
             words.append("\n\n- a list item\n- another\n\n```python\nprint('code')\n```\n\n")
     reply = "ANSWER: " + " ".join(words)
-    runs = []
-    for _ in range(ctx.reps(3, 1)):
+    runs, baselines = [], []
+    for _ in range(ctx.reps(3, 1)):  # interleaved: with the window, then the same turn headless
         kernel = Kernel(ScriptedBackend([reply], delay_per_token=0.002), ctx.registry(),
                         TurnOptions(max_answer_tokens=4000)).start()
         window = _window(app, kernel)
@@ -135,22 +148,34 @@ def _scripted(ctx: "BenchContext", app: Any) -> dict[str, Any]:
         finally:
             window.close()
             kernel.shutdown(timeout=10.0)
-    return {"stall": max(r[0] for r in runs), "runs": runs}
+        kernel = Kernel(ScriptedBackend([reply], delay_per_token=0.002), ctx.registry(),
+                        TurnOptions(max_answer_tokens=4000)).start()
+        try:
+            baselines.append(_headless(app, kernel, "Talk for a long time", 120.0))
+        finally:
+            kernel.shutdown(timeout=10.0)
+    return {"stall": max(r[0] for r in runs), "runs": runs, "baseline": max(baselines)}
 
 
 def _real(ctx: "BenchContext", app: Any) -> dict[str, Any]:
     from llmos.kernel.loop import Kernel
     from llmos.kernel.turn import TurnOptions
 
-    kernel = Kernel(ctx.backend(), ctx.registry(), TurnOptions(max_answer_tokens=ctx.reps(160, 64))).start()
+    options = TurnOptions(max_answer_tokens=ctx.reps(160, 64))
+    text = "Write a short story about a lighthouse keeper, then a Markdown list of three lessons from it."
+    kernel = Kernel(ctx.backend(), ctx.registry(), options).start()
     window = _window(app, kernel)
     try:
-        run = _stream_once(app, window, "Write a short story about a lighthouse keeper, then a Markdown list of "
-                                        "three lessons from it.", 600.0)
+        run = _stream_once(app, window, text, 600.0)
     finally:
         window.close()
         kernel.shutdown(timeout=120.0, close_backend=False)
-    return {"stall": run[0], "run": run}
+    kernel = Kernel(ctx.backend(), ctx.registry(), options).start()
+    try:
+        baseline = _headless(app, kernel, text, 600.0)
+    finally:
+        kernel.shutdown(timeout=120.0, close_backend=False)
+    return {"stall": run[0], "run": run, "baseline": baseline}
 
 
 def _launch_once(script: str = LAUNCH) -> float:
@@ -191,13 +216,21 @@ def run(ctx: "BenchContext") -> list[dict[str, Any]]:
         figures.append({"name": "shell_stall_scripted_ms", "value": round(scripted["stall"], 1), "unit": "ms",
                         "goal": "<= 50",
                         "detail": f"worst of {len(runs)} runs; per run (stall ms, ticks, tokens): "
-                                  f"{[(round(s, 1), t, n) for s, t, n in runs]}; idle loop {idle:.1f} ms"})
+                                  f"{[(round(s, 1), t, n) for s, t, n in runs]}; the same turns with no "
+                                  f"window: {scripted['baseline']:.1f} ms; idle loop {idle:.1f} ms"})
+        figures.append({"name": "shell_stall_scripted_over_headless_ms",
+                        "value": round(scripted["stall"] - scripted["baseline"], 1), "unit": "ms", "goal": "<= 50",
+                        "detail": "what the window adds to the longest stall (window run less headless run)"})
     if ctx.wants("shell_stall_real_ms"):
         ctx.log("shell: streaming a real-model reply into the window")
         real = _real(ctx, app)
         stall, ticks, tokens = real["run"]
         figures.append({"name": "shell_stall_real_ms", "value": round(stall, 1), "unit": "ms", "goal": "<= 50",
-                        "detail": f"{tokens} tokens streamed, {ticks} ticks; idle loop {idle:.1f} ms"})
+                        "detail": f"{tokens} tokens streamed, {ticks} ticks; the same turn with no window: "
+                                  f"{real['baseline']:.1f} ms; idle loop {idle:.1f} ms"})
+        figures.append({"name": "shell_stall_real_over_headless_ms",
+                        "value": round(stall - real["baseline"], 1), "unit": "ms", "goal": "<= 50",
+                        "detail": "what the window adds to the longest stall (window run less headless run)"})
     if ctx.wants("shell_launch_to_window_s"):
         ctx.log("shell: launching `llmos gui` to the window shown")
         times, bare = [], []

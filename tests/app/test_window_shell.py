@@ -511,3 +511,25 @@ def test_a_kernel_that_cannot_be_built_is_shown_in_the_window(qtbot) -> None:
     qtbot.waitUntil(lambda: "not a usable SQLite database" in text_of(window), timeout=5000)
     assert "llmos cannot start" in window.status_label.text() and not window.send_button.isEnabled()
     window.close()
+
+
+def test_a_streaming_reply_renders_only_its_growing_paragraph() -> None:
+    from llmos.app.chat_view import settled_prefix
+
+    assert settled_prefix("one\n\ntwo") == 5
+    assert settled_prefix("one\n\n```\ncode\n\nmore") == 5  # a blank line inside a fence is no cut
+    assert settled_prefix("one\n\n```\ncode\n\n```\n\nafter") == len("one\n\n```\ncode\n\n```\n\n")
+    assert settled_prefix("still the first paragraph") == 0
+
+
+def test_streamed_paragraphs_settle_and_the_finished_message_is_one_piece(qtbot, shell: Shell) -> None:
+    paragraphs = [" ".join(f"p{n}w{i}" for i in range(12)) for n in range(6)]
+    window = shell.open(ScriptedBackend(["ANSWER: " + "\n\n".join(paragraphs)], delay_per_token=0.01),
+                        options=TurnOptions(slice_tokens=4))
+    send(qtbot, window, "Write paragraphs")
+    qtbot.waitUntil(lambda: window.view._live is not None and len(window.view._live._settled) >= 2, timeout=5000)
+    live = window.view._live
+    assert "p0w0" in live._settled[0].text() and "p0w0" not in live.body.text()
+    wait_idle(qtbot, window)
+    bubble = [b for b in window.view.bubbles() if b.role == "assistant"][-1]
+    assert bubble._settled == [] and all(p.split()[0] in bubble.body.text() for p in paragraphs)
