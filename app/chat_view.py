@@ -380,10 +380,12 @@ class ChatView(QScrollArea):
             item.deleteLater()
         self.items, self.cards, self._live, self._live_text = [], {}, None, ""
         self._empty.setVisible(True)
+        self._layout.setStretch(0, 1)
         self._stick = True
 
     def _add(self, widget: QWidget) -> QWidget:
         self._empty.setVisible(False)
+        self._layout.setStretch(0, 0)  # messages start at the top; the placeholder was centred
         self._layout.insertWidget(self._layout.count() - 2, widget)
         self.items.append(widget)
         self._stick = self._stick or self._at_bottom()

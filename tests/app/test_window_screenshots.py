@@ -16,7 +16,7 @@ pytest.importorskip("PySide6")
 
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
-from PySide6.QtWidgets import QWidget  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from llmos.app.chat_view import SyscallCard  # noqa: E402
 from llmos.app.theme import apply_theme  # noqa: E402
@@ -50,6 +50,9 @@ def shell(qtbot, tmp_path: Path, qapp) -> Iterator[Shell]:
 
 
 def shoot(widget: QWidget, name: str) -> QImage:
+    for _ in range(3):  # let pending layouts settle, as they would before the next frame
+        QApplication.sendPostedEvents()
+        QApplication.processEvents()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     assert widget.grab().save(str(path), "PNG")
