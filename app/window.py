@@ -127,7 +127,6 @@ class ChatWindow(QMainWindow):
 
     def _build(self) -> None:
         self.view = ChatView()
-        self.transcript = self.view  # the old name
         self.input = MessageInput()
         self.input.setPlaceholderText("Message llmos…  (Enter sends, Shift+Enter new line)")
         font = self.input.font()
