@@ -240,29 +240,30 @@ class Dispatcher:
         if missing and (not self.policy.can_ask or self.policy.refused_this_run(device)):
             return SyscallResult(device.name, call.name, arguments, ok=False,
                                  error=self.policy.refusal(device, missing))
-        destinations: list[str] | None = []
-        if Permission.NETWORK in device.permissions:
-            destinations = call.destinations_for(arguments)
-        known = contacted if contacted is not None else set()
+        destinations = call.destinations_for(arguments) if Permission.NETWORK in device.permissions else []
+        request = self._consent_needed(device, call, arguments, destinations, contacted) if tainted else None
+        return _Plan(device, call, arguments, tuple(missing), request, tuple(destinations or ()))
+
+    @staticmethod
+    def _consent_needed(device: Device, call: Call, arguments: dict[str, Any], destinations: list[str] | None,
+                        contacted: set[str] | None) -> ConsentRequest | None:
+        """For a tainted process: the consent question this call needs, or None."""
         kinds: list[ConsentKind] = []
-        new: tuple[str, ...] = ()
-        if tainted and device.has_side_effects(call):
+        what: list[str] = []
+        if device.has_side_effects(call):
             kinds.append(ConsentKind.SIDE_EFFECT)
-        if tainted and Permission.NETWORK in device.permissions:
-            new = tuple(d for d in destinations or [] if d not in known)
+            what.append("it acts on the world")
+        new: tuple[str, ...] = ()
+        if Permission.NETWORK in device.permissions:
+            new = tuple(d for d in destinations or [] if d not in (contacted or set()))
             if destinations is None or new:
                 kinds.append(ConsentKind.NEW_DESTINATION)
-        request = None
-        if kinds:
-            what = []
-            if ConsentKind.SIDE_EFFECT in kinds:
-                what.append("it acts on the world")
-            if ConsentKind.NEW_DESTINATION in kinds:
                 what.append(f"it contacts {', '.join(new)}, which this conversation has not contacted before"
                             if new else "it contacts the network, and llmos cannot tell where")
-            request = ConsentRequest(device.name, call.name, arguments, f"{_TAINT}, and {' and '.join(what)}",
-                                     tuple(kinds), new)
-        return _Plan(device, call, arguments, tuple(missing), request, tuple(destinations or ()))
+        if not kinds:
+            return None
+        return ConsentRequest(device.name, call.name, arguments, f"{_TAINT}, and {' and '.join(what)}",
+                              tuple(kinds), new)
 
     def submit(self, qualified: str, arguments: Any, *, tainted: bool = False,
                contacted: set[str] | None = None) -> "Future[SyscallResult]":
