@@ -7,41 +7,24 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
+from .pages import serve
+
 PAGE = ("<html><head><title>The Lighthouse Keeper</title></head><body><article><h1>The Lighthouse Keeper</h1>"
         "<p>Every night for forty years the keeper climbed the hundred and twelve steps.</p></article></body></html>")
 
 
-class _Pages(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802
-        body = PAGE if not self.path.startswith("/search") else (
-            "<html><head><title>Results</title></head><body><a href='/keeper.html'>The keeper</a></body></html>")
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture(scope="module")
 def site() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    results = "<html><head><title>Results</title></head><body><a href='/keeper.html'>The keeper</a></body></html>"
+    with serve(lambda path: results if path.startswith("/search") else PAGE) as local:
+        yield local.url
 
 
 @pytest.fixture(scope="module")
