@@ -48,7 +48,7 @@ def build_registry(config: Config) -> DeviceRegistry:
     """Every device: the entry-point plugins (built-ins too) and the configured MCP servers, started."""
     registry = DeviceRegistry.from_entry_points()
     add_mcp_devices(registry, config)
-    registry.start(config.resolved_data_dir())
+    registry.start(config.resolved_data_dir(), config.devices)  # [devices.<name>] settings
     return registry
 
 

@@ -196,7 +196,7 @@ def _tty_consent(request: Any) -> bool:
 def _tty_permission(device: str, permissions: list[Any], description: str) -> bool:
     """Ask on the terminal whether a device may have a permission (asked once; yes is remembered).
 
-    Runs on the kernel thread: the kernel waits while the user answers (one user, fine here)."""
+    Runs on the worker thread of the device call that needs it: only that process waits."""
     names = ", ".join(getattr(p, "value", str(p)) for p in permissions)
     print(f"\n[permission] Device {device!r} needs permission: {names}. Allow? [y/N] ",
           end="", file=sys.stderr, flush=True)

@@ -33,7 +33,8 @@ import inspect
 import re
 import types
 import typing
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -46,7 +47,9 @@ __all__ = [
     "DeviceError",
     "Example",
     "Permission",
+    "SAVED_FILE",
     "Untrusted",
+    "destination",
     "schema_from_function",
 ]
 
@@ -66,6 +69,31 @@ class Permission(str, Enum):
 # A call of a device that holds one of these acts on the world: after a process has read
 # untrusted content, such a call needs the user's consent for that very call.
 SIDE_EFFECT_PERMISSIONS = frozenset({Permission.FILES_WRITE, Permission.PROCESS, Permission.SPEAKER})
+
+
+# A result dict may name a file the call wrote under this key (an absolute path): the desktop
+# shell shows it (an image inline), the CLI prints it. The model reads it as part of the result.
+SAVED_FILE = "saved_file"
+
+# A call's destinations: the network places it will contact, from its arguments ("host:port"
+# strings or URLs); None = unknown. See ``@device.call(destinations=...)``.
+Destinations = Callable[[dict[str, Any]], Iterable[str] | None]
+
+
+def destination(address: str) -> str:
+    """``"https://Example.com/x"`` -> ``"example.com:443"``; ``"host:8080"`` -> ``"host:8080"``.
+
+    The unit the kernel counts when it asks whether a process reaches a *new* place after it has
+    read untrusted content. Raises ValueError when there is no host.
+    """
+    text = address.strip()
+    parts = urllib.parse.urlsplit(text if "//" in text else f"//{text}")
+    host = (parts.hostname or "").rstrip(".")
+    if not host:
+        raise ValueError(f"no host in {address[:200]!r}")
+    port = parts.port or {"https": 443, "http": 80, "wss": 443, "ws": 80}.get(parts.scheme.lower())
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 class DeviceError(Exception):
@@ -113,6 +141,17 @@ class Call:
     examples: list[Example] = field(default_factory=list)
     timeout_s: float = 10.0
     side_effects: bool = False
+    destinations: Destinations | None = None
+
+    def destinations_for(self, arguments: dict[str, Any]) -> list[str] | None:
+        """Where this call will connect with ``arguments`` (normalised), or None when unknown."""
+        if self.destinations is None:
+            return None
+        try:
+            found = self.destinations(arguments)
+            return None if found is None else sorted({destination(str(d)) for d in found})
+        except Exception:  # a bad address or a buggy declaration: unknown, so treated as new
+            return None
 
 
 class Device:
@@ -157,8 +196,16 @@ class Device:
         examples: list[Example] | None = None,
         timeout_s: float = 10.0,
         side_effects: bool = False,
+        destinations: Destinations | None = None,
     ) -> Any:
-        """Decorator that adds a call; usable bare (``@device.call``) or with options."""
+        """Decorator that adds a call; usable bare (``@device.call``) or with options.
+
+        ``side_effects=True``: the call acts on the world (writes, runs, speaks, sends).
+        ``destinations``: for a device with the ``network`` permission, a function from the call's
+        arguments to the places it will contact (URLs or ``host:port``; ``[]`` for none). After a
+        process has read untrusted content, a call to a place it has not contacted before needs
+        the user's consent; a network call without this declaration counts as going somewhere new.
+        """
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             call_name = name or fn.__name__
@@ -177,6 +224,7 @@ class Device:
                 examples=list(examples or []),
                 timeout_s=timeout_s,
                 side_effects=side_effects,
+                destinations=destinations,
             )
             return fn
 

@@ -97,6 +97,7 @@ class Process:
     error: str | None = None
     conversation: str = field(default_factory=lambda: uuid.uuid4().hex)
     tainted: bool = False  # has read untrusted content: side-effect calls need consent
+    contacted: set[str] = field(default_factory=set)  # network destinations (host:port) reached so far
     pinned: int = 0  # the first messages (boot prompt, examples) never leave the context window
     paging: list[Any] = field(default_factory=list)  # kernel.paging.PagingRecord, oldest first
 

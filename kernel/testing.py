@@ -9,7 +9,8 @@
 The call goes through the real dispatcher: the arguments are validated against the schema the
 model sees, the permissions are checked against ``grants``, the call runs on a worker thread with
 its timeout, and the result is normalised and size-limited. ``tainted=True`` calls it as from a
-process that has read untrusted content (a side-effect call then needs ``consent``).
+process that has read untrusted content (a side-effect call, or a network call to a place not
+in ``contacted``, then needs ``consent``). ``ask`` answers permission prompts, as the user would.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from .devices import Device
 from .registry import DeviceRegistry
-from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy, SyscallResult
+from .syscalls.dispatch import AskPermission, Consent, Dispatcher, GrantPolicy, SyscallResult
 
 __all__ = ["call_device", "SyscallResult"]
 
@@ -36,6 +37,8 @@ def call_device(
     settings: dict[str, Any] | None = None,
     tainted: bool = False,
     consent: Consent | None = None,
+    ask: AskPermission | None = None,
+    contacted: set[str] | None = None,
 ) -> SyscallResult:
     """Start ``device`` (its setup hook, with its own folder under ``data_dir``) and make one call."""
     registry = DeviceRegistry()
@@ -44,5 +47,6 @@ def call_device(
                    {device.name: dict(settings or {})})
     if registry.broken:
         return SyscallResult(device.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
-    dispatcher = Dispatcher(registry, GrantPolicy(grants), consent)
-    return dispatcher.call_blocking(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted)
+    dispatcher = Dispatcher(registry, GrantPolicy(grants, ask=ask), consent)
+    return dispatcher.call_blocking(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted,
+                                    contacted=contacted)

@@ -232,7 +232,8 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
     if parsed.error is not None:
         result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
     else:
-        result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted))
+        result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
+                                                           contacted=proc.contacted))
         if result is None:  # the turn was stopped while the device worked
             result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
     svc.emit(events.SyscallFinished(

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import jsonschema
@@ -74,11 +75,11 @@ class GrantPolicy:
     A permission is granted when it is in ``granted`` (the config's ``grants``: every device),
     in the ``store`` for that device (remembered answers, ``llmos devices grant``), or when
     ``grant_all`` (``--yes``, one run). Otherwise, if ``ask`` is set, the user is asked once per
-    device per run: yes is remembered in the store, no is refused for this run only.
+    device per run (:meth:`obtain`): yes is remembered in the store, no is refused for this run.
 
-    ``ask(device, permissions, description) -> bool`` runs where :meth:`Dispatcher.prepare` runs,
-    i.e. on the kernel thread: an interactive prompt blocks the kernel (every process) until the
-    user answers. Acceptable for the terminal (one user); a desktop dialog must not block forever.
+    :meth:`missing` never asks. :meth:`obtain` may wait for the user; the dispatcher calls it on
+    the device's worker thread, never on the kernel thread, so a prompt (a terminal question, a
+    desktop dialog) holds up only the process that made the call.
     """
 
     def __init__(self, granted: Iterable[str] = (), grant_all: bool = False, *,
@@ -100,11 +101,23 @@ class GrantPolicy:
             log.exception("reading the grants store failed")
             return set()
 
+    @property
+    def can_ask(self) -> bool:
+        return self.ask is not None
+
     def missing(self, device: Device) -> list[Permission]:
-        if self.grant_all:
+        """The permissions ``device`` needs and does not hold now (asks nobody)."""
+        if self.grant_all or self._answers.get(device.name) is True:
             return []
         held = self.granted | self._stored(device.name)
-        missing = [p for p in device.permissions if p not in held]
+        return [p for p in device.permissions if p not in held]
+
+    def refused_this_run(self, device: Device) -> bool:
+        return self._answers.get(device.name) is False
+
+    def obtain(self, device: Device) -> list[Permission]:
+        """What is still missing after asking the user (once per device per run); may block."""
+        missing = self.missing(device)
         if not missing or self.ask is None:
             return missing
         with self._lock:  # ask once per device per run
@@ -166,30 +179,59 @@ def _limit(value: Any) -> Any:
     return text[:MAX_RESULT_CHARS] + f"\n[... truncated: the result had {len(text):,} characters]"
 
 
+class ConsentKind(Enum):
+    """Why a call from a process that has read untrusted content needs the user's consent."""
+
+    SIDE_EFFECT = "side effect"  # it writes, runs, speaks or otherwise acts on the world
+    NEW_DESTINATION = "new destination"  # it contacts a place this process has not contacted
+
+
 @dataclass(frozen=True)
 class ConsentRequest:
-    """A side-effect call from a process that has read untrusted content: the user must agree."""
+    """A call from a process that has read untrusted content, which the user must agree to."""
 
     device: str
     call: str
     arguments: dict[str, Any]
     reason: str
+    kinds: tuple[ConsentKind, ...] = (ConsentKind.SIDE_EFFECT,)
+    destinations: tuple[str, ...] = ()  # the new places it would contact ("host:port")
 
 
 # Asked on the device's worker thread (never the kernel's); True = the user agreed to this call.
 Consent = Callable[[ConsentRequest], bool]
 
+_TAINT = "this conversation has read untrusted content (a web page, a file or a server)"
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated call and what must happen before it runs (on its worker thread)."""
+
+    device: Device
+    call: Call
+    arguments: dict[str, Any]
+    missing: tuple[Permission, ...] = ()  # to ask the user for first
+    consent: ConsentRequest | None = None  # then this consent
+    destinations: tuple[str, ...] = ()  # to remember as contacted once allowed
+
 
 @dataclass
 class Dispatcher:
-    """Runs device calls on daemon worker threads, each with a deadline."""
+    """Runs device calls on daemon worker threads, each with a deadline.
+
+    Everything that may wait for the user (a permission prompt, a consent question) happens on
+    the call's worker thread, one question at a time; the kernel thread never waits for a person.
+    """
 
     registry: DeviceRegistry
     policy: GrantPolicy = field(default_factory=GrantPolicy)
     consent: Consent | None = None
+    _prompt_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def prepare(self, qualified: str, arguments: Any) -> tuple[Device, Call, dict[str, Any]] | SyscallResult:
-        """Resolve and validate a call; an error result when it cannot run."""
+    def prepare(self, qualified: str, arguments: Any, *, tainted: bool = False,
+                contacted: set[str] | None = None) -> _Plan | SyscallResult:
+        """Resolve, validate and check a call (asks nobody); an error result when it cannot run."""
         device_name, _, call_name = qualified.partition(".")
         try:
             device, call = self.registry.resolve(qualified)
@@ -206,75 +248,117 @@ class Dispatcher:
             return SyscallResult(device.name, call.name, arguments, ok=False,
                                  error=f"invalid arguments for {device.name}.{call.name} ({where}): {exc.message}")
         missing = self.policy.missing(device)
-        if missing:
+        if missing and (not self.policy.can_ask or self.policy.refused_this_run(device)):
             return SyscallResult(device.name, call.name, arguments, ok=False,
                                  error=self.policy.refusal(device, missing))
-        return device, call, arguments
+        destinations = call.destinations_for(arguments) if Permission.NETWORK in device.permissions else []
+        request = self._consent_needed(device, call, arguments, destinations, contacted) if tainted else None
+        return _Plan(device, call, arguments, tuple(missing), request, tuple(destinations or ()))
 
-    def submit(self, qualified: str, arguments: Any, *, tainted: bool = False) -> "Future[SyscallResult]":
+    @staticmethod
+    def _consent_needed(device: Device, call: Call, arguments: dict[str, Any], destinations: list[str] | None,
+                        contacted: set[str] | None) -> ConsentRequest | None:
+        """For a tainted process: the consent question this call needs, or None."""
+        kinds: list[ConsentKind] = []
+        what: list[str] = []
+        if device.has_side_effects(call):
+            kinds.append(ConsentKind.SIDE_EFFECT)
+            what.append("it acts on the world")
+        new: tuple[str, ...] = ()
+        if Permission.NETWORK in device.permissions:
+            new = tuple(d for d in destinations or [] if d not in (contacted or set()))
+            if destinations is None or new:
+                kinds.append(ConsentKind.NEW_DESTINATION)
+                what.append(f"it contacts {', '.join(new)}, which this conversation has not contacted before"
+                            if new else "it contacts the network, and llmos cannot tell where")
+        if not kinds:
+            return None
+        return ConsentRequest(device.name, call.name, arguments, f"{_TAINT}, and {' and '.join(what)}",
+                              tuple(kinds), new)
+
+    def submit(self, qualified: str, arguments: Any, *, tainted: bool = False,
+               contacted: set[str] | None = None) -> "Future[SyscallResult]":
         """Start a call; the future always resolves to a SyscallResult (never raises).
 
-        ``tainted``: the calling process has read untrusted content, so a call with side effects
-        runs only if the user consents to it (with no way to ask, the answer is no).
+        ``tainted``: the calling process has read untrusted content, so a call with side effects,
+        or one that contacts a place not in ``contacted`` (the process's set of ``host:port``
+        destinations, updated here), runs only if the user consents to it; with no way to ask,
+        the answer is no.
         """
         future: Future[SyscallResult] = Future()
-        prepared = self.prepare(qualified, arguments)
-        if isinstance(prepared, SyscallResult):
-            future.set_result(prepared)
+        plan = self.prepare(qualified, arguments, tainted=tainted, contacted=contacted)
+        if isinstance(plan, SyscallResult):
+            future.set_result(plan)
             return future
-        device, call, args = prepared
+        device, call = plan.device, plan.call
         future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
         future.timeout_result = SyscallResult(  # type: ignore[attr-defined]
-            device.name, call.name, args, ok=False,
+            device.name, call.name, plan.arguments, ok=False,
             error=f"{device.name}.{call.name} did not answer within {call.timeout_s:g} s",
             seconds=call.timeout_s,
         )
-        needs_consent = tainted and device.has_side_effects(call)
-        if needs_consent:
+        if plan.missing or plan.consent is not None:  # time for the user to answer
             future.deadline += CONSENT_TIMEOUT_S  # type: ignore[attr-defined]
         worker = threading.Thread(
-            target=self._run, args=(device, call, args, future, needs_consent),
+            target=self._run, args=(plan, future, contacted),
             name=f"device-{device.name}.{call.name}", daemon=True,
         )
         worker.start()
         return future
 
-    def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False) -> SyscallResult:
+    def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False,
+                      contacted: set[str] | None = None) -> SyscallResult:
         """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
-        future = self.submit(qualified, arguments, tainted=tainted)
-        deadline = getattr(future, "deadline", None)
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            return future.result(timeout=timeout)
-        except TimeoutError:
-            return future.timeout_result  # type: ignore[attr-defined]
+        future = self.submit(qualified, arguments, tainted=tainted, contacted=contacted)
+        while True:  # the deadline moves once the user has answered
+            deadline = getattr(future, "deadline", None)
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return future.result(timeout=timeout)
+            except TimeoutError:
+                if time.monotonic() >= getattr(future, "deadline", 0.0):
+                    return future.timeout_result  # type: ignore[attr-defined]
 
-    def _consented(self, device: Device, call: Call, args: dict[str, Any]) -> bool:
-        request = ConsentRequest(device.name, call.name, args,
-                                 "this conversation has read untrusted content (a web page, a file or a server)")
+    def _consented(self, request: ConsentRequest) -> bool:
         try:
             agreed = bool(self.consent(request)) if self.consent is not None else False
         except Exception:
             log.exception("asking for consent failed")
             agreed = False
-        log.warning("side-effect call %s.%s after untrusted content: %s", device.name, call.name,
+        log.warning("consent for %s.%s %s (%s: %s): %s", request.device, request.call,
+                    json.dumps(request.arguments, ensure_ascii=False, default=str)[:300],
+                    ", ".join(k.value for k in request.kinds), request.reason,
                     "allowed by the user" if agreed else "refused")
         return agreed
 
-    def _run(self, device: Device, call: Call, args: dict[str, Any], future: Future[SyscallResult],
-             needs_consent: bool = False) -> None:
-        start = time.monotonic()
+    def _ask_user(self, plan: _Plan, future: Future[SyscallResult]) -> str | None:
+        """Permission, then consent, on this worker thread; the refusal, or None to go on."""
+        with self._prompt_lock:  # one question on the screen at a time
+            if plan.missing:
+                missing = self.policy.obtain(plan.device)
+                if missing:
+                    return self.policy.refusal(plan.device, missing)
+            if plan.consent is not None and not self._consented(plan.consent):
+                return (f"consent refused: {plan.device.name}.{plan.call.name} needs the user's consent "
+                        f"because {plan.consent.reason}; the user did not allow this call")
+        return None
+
+    def _run(self, plan: _Plan, future: Future[SyscallResult], contacted: set[str] | None = None) -> None:
+        device, call, args = plan.device, plan.call, plan.arguments
         result = SyscallResult(device.name, call.name, args, ok=True)
-        if needs_consent and not self._consented(device, call, args):
-            result.ok = False
-            result.error = (f"consent refused: {device.name}.{call.name} acts on the world and this "
-                            "conversation has read untrusted content; the user did not allow this call")
-            if not future.done():
-                future.set_result(result)
-            return
-        if needs_consent:
+        if plan.missing or plan.consent is not None:
+            refusal = self._ask_user(plan, future)
+            if refusal is None and time.monotonic() >= future.deadline:  # type: ignore[attr-defined]
+                refusal = f"{device.name}.{call.name} was not run: the answer came after the call had timed out"
+            if refusal is not None:
+                result.ok, result.error = False, refusal
+                if not future.done():
+                    future.set_result(result)
+                return
             future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
-            start = time.monotonic()
+        if contacted is not None:
+            contacted.update(plan.destinations)
+        start = time.monotonic()
         try:
             value = call.function(**args)
             if isinstance(value, Untrusted):

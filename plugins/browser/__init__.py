@@ -5,8 +5,13 @@ text extracted with trafilatura (or a plain tag-stripper when trafilatura finds 
 opened page is kept so that ``find`` and ``quote`` can work on it. Everything returned is marked
 :class:`Untrusted` with the page's address as its source.
 
-Settings (``[devices.browser]``): ``search_url`` (a template with ``{query}``), ``timeout_s``,
-``max_bytes``.
+Which addresses it may reach is :mod:`.address`'s policy: public addresses and loopback yes,
+private networks and link-local addresses no (unless allowed), checked on the address actually
+connected to, for redirects and DNS names too.
+
+Settings (``[devices.browser]`` in the config): ``search_url`` (a template with ``{query}``; its
+host is always allowed), ``timeout_s``, ``max_bytes``, ``allow_loopback`` (default true),
+``allow_private`` (default false).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Annotated, Any
 
 from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted
 
+from .address import AddressPolicy, BlockedAddress, guarded_handlers
 from .extract import extract_links, extract_text
 
 log = logging.getLogger(__name__)
@@ -84,11 +90,23 @@ def _check_url(url: str) -> str:
     return url.strip()
 
 
+def _flag(name: str, default: bool) -> bool:
+    value = _state.settings.get(name, default)
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _address_policy() -> AddressPolicy:
+    template = str(_state.settings.get("search_url") or "")
+    host = urllib.parse.urlsplit(template.replace("{query}", "q")).hostname if template else None
+    return AddressPolicy(allow_loopback=_flag("allow_loopback", True), allow_private=_flag("allow_private", False),
+                         trusted_hosts=frozenset({host.lower()} if host else ()))
+
+
 def _fetch(url: str) -> tuple[bytes, str, str, bool]:
     """(body, final url, content type with charset, truncated); a DeviceError for every failure."""
     timeout = float(_state.settings.get("timeout_s", TIMEOUT_S))
     limit = int(_state.settings.get("max_bytes", MAX_BYTES))
-    opener = urllib.request.build_opener(_SafeRedirects())
+    opener = urllib.request.build_opener(*guarded_handlers(_address_policy()), _SafeRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": "llmos-browser/1.0 (no JavaScript)",
                                                    "Accept": "text/html,text/plain;q=0.9,*/*;q=0.1"})
     # One deadline for the whole fetch: the socket timeout bounds each read, the loop the total.
@@ -117,11 +135,15 @@ def _fetch(url: str) -> tuple[bytes, str, str, bool]:
         raise DeviceError(f"{url} answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, BlockedAddress):
+            raise DeviceError(str(reason)) from None
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             raise DeviceError(f"{url} did not load within {timeout:g} s") from None
         raise DeviceError(f"could not open {url}: {reason}") from None
     except TimeoutError:
         raise DeviceError(f"{url} did not load within {timeout:g} s") from None
+    except BlockedAddress as exc:  # raised while reading a redirect's target
+        raise DeviceError(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise DeviceError(f"could not open {url}: {exc}") from None
 
@@ -163,8 +185,13 @@ def _current() -> Page:
     return page
 
 
+def _search_destinations(arguments: dict[str, Any]) -> list[str]:
+    template = str(_state.settings.get("search_url") or "")
+    return [template.replace("{query}", "q")] if "{query}" in template else []
+
+
 @device.call(examples=[Example("Open https://example.com and tell me what it says", {"url": "https://example.com"})],
-             timeout_s=TIMEOUT_S + 20)
+             timeout_s=TIMEOUT_S + 20, destinations=lambda arguments: [arguments["url"]])
 def open(url: str) -> Untrusted:
     """Fetch a web page (http or https) and return its title and readable text.
 
@@ -175,7 +202,8 @@ def open(url: str) -> Untrusted:
     return Untrusted(_page_view(page), source=page.url)
 
 
-@device.call(examples=[Example("Find 'price' on the open page", {"text": "price"})], timeout_s=10.0)
+@device.call(examples=[Example("Find 'price' on the open page", {"text": "price"})], timeout_s=10.0,
+             destinations=lambda arguments: [])
 def find(text: str) -> Untrusted:
     """Find a word or phrase in the open page's text (case-insensitive), with context around each match.
 
@@ -199,7 +227,7 @@ def find(text: str) -> Untrusted:
 
 
 @device.call(examples=[Example("Quote characters 100 to 400 of the page", {"start": 100, "end": 400})],
-             timeout_s=10.0)
+             timeout_s=10.0, destinations=lambda arguments: [])
 def quote(start: Annotated[int, {"minimum": 0}], end: Annotated[int, {"minimum": 0}]) -> Untrusted:
     """The open page's text from character start to character end (at most 5,000 characters).
 
@@ -217,7 +245,7 @@ def quote(start: Annotated[int, {"minimum": 0}], end: Annotated[int, {"minimum":
 
 
 @device.call(examples=[Example("Search the web for llama.cpp quantization", {"query": "llama.cpp quantization"})],
-             timeout_s=TIMEOUT_S + 20)
+             timeout_s=TIMEOUT_S + 20, destinations=_search_destinations)
 def search(query: str) -> Untrusted:
     """Search the web with the configured search page; returns its text and result links.
 

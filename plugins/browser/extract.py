@@ -1,4 +1,10 @@
-"""Readable text, title and links from HTML: trafilatura first, a plain tag-stripper as fallback."""
+"""Readable text, title and links from HTML: trafilatura first, a plain tag-stripper as fallback.
+
+Before extraction, elements a reader cannot see are dropped: the ``hidden`` attribute,
+``aria-hidden="true"``, and inline ``display: none`` / ``visibility: hidden`` (the usual places
+for instructions aimed at a model rather than a person). Text hidden by other means (white on
+white, a stylesheet rule) stays: everything the browser returns is untrusted data anyway.
+"""
 
 from __future__ import annotations
 
@@ -69,8 +75,33 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+_STYLE = "translate(@style, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ \t\n', 'abcdefghijklmnopqrstuvwxyz')"
+_HIDDEN = (f"//*[@hidden or @aria-hidden='true' or contains({_STYLE}, 'display:none')"
+           f" or contains({_STYLE}, 'visibility:hidden')]")
+
+
+def drop_hidden(html: str) -> tuple[str, int]:
+    """``html`` without the elements a reader cannot see, and how many were dropped."""
+    try:
+        import lxml.html
+
+        root = lxml.html.document_fromstring(html)
+        hidden = [e for e in root.xpath(_HIDDEN) if e.getparent() is not None and e.tag not in ("html", "body")]
+        for element in hidden:
+            element.drop_tree()
+        if not hidden:
+            return html, 0
+        return lxml.html.tostring(root, encoding="unicode"), len(hidden)
+    except Exception as exc:  # odd markup: extract from it as it is
+        log.info("could not look for hidden elements: %s", exc)
+        return html, 0
+
+
 def extract_text(html: str, url: str) -> tuple[str, str]:
-    """(title, readable text) of a page."""
+    """(title, readable text) of a page, without the elements a reader cannot see."""
+    html, dropped = drop_hidden(html)
+    if dropped:
+        log.info("%s: dropped %d hidden element(s) before reading it", url, dropped)
     title, text = "", ""
     try:
         import trafilatura

@@ -1,7 +1,10 @@
-"""The image device: look at and edit images with Pillow, and draw simple bar charts.
+"""The image device: look at and edit images with Pillow, draw shapes and simple bar charts, and
+describe an image when a multimodal model is configured (:mod:`.vision`).
 
 Inputs are any readable image files; outputs are always new files under the device's own
-folder (``<data_dir>/devices/image/images``) with a fresh name, so nothing is overwritten.
+folder (``<data_dir>/devices/image/images``, or the setting ``output_dir``) with a fresh name, so
+nothing is overwritten. Every result that wrote a file names it under ``saved_file``
+(:data:`llmos.kernel.devices.SAVED_FILE`), which the desktop shell shows inline.
 Images larger than ``MAX_SIDE`` pixels a side (or ``MAX_PIXELS`` in all) are refused before
 they are decoded, which also stops decompression bombs.
 """
@@ -17,7 +20,9 @@ from typing import Annotated, Any, Literal
 
 from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example
+from llmos.kernel.devices import SAVED_FILE, Device, DeviceContext, DeviceError, Example, Untrusted
+
+from .vision import Vision, VisionSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +36,27 @@ _EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP":
 device = Device(
     "image",
     version="1.0.0",
-    description="Image files: information, resize, thumbnail, crop, rotate, convert, add text, bar charts.",
+    description="Image files: information, resize, thumbnail, crop, rotate, convert, add text and shapes, "
+                "bar charts, describe.",
     permissions=["files.read", "files.write"],
 )
 
-_state: dict[str, Path] = {}
+class _State:
+    def __init__(self) -> None:
+        self.out: Path | None = None
+        self.settings: dict[str, Any] = {}
+        self.vision = Vision()
+
+
+_state = _State()
 
 
 @device.setup
 def _setup(context: DeviceContext) -> None:
-    out = context.data_dir / "images"
+    out = Path(str(context.settings.get("output_dir") or context.data_dir / "images")).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    _state["out"] = out
+    _state.out = out
+    _state.settings = dict(context.settings)
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -77,7 +91,7 @@ def _open(path: str) -> Image.Image:
 
 def _save(image: Image.Image, source: str, operation: str, fmt: str | None = None) -> dict[str, Any]:
     """Write ``image`` under the device folder with a fresh name; the result page for the model."""
-    if "out" not in _state:
+    if _state.out is None:
         raise DeviceError("the image device was not started (no output folder)")
     fmt = fmt if fmt in _EXTENSIONS else "PNG"
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
@@ -85,14 +99,14 @@ def _save(image: Image.Image, source: str, operation: str, fmt: str | None = Non
     elif fmt in ("BMP", "WEBP") and image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode else "RGB")
     stem = Path(source).stem[:40] or "image"
-    target = _state["out"] / f"{stem}-{operation}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS[fmt]}"
+    target = _state.out / f"{stem}-{operation}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS[fmt]}"
     try:
         image.save(target, format=fmt)
     except (OSError, ValueError) as exc:
         target.unlink(missing_ok=True)
         raise DeviceError(f"could not write {fmt} image: {exc}") from None
     log.info("image.%s wrote %s", operation, target)
-    return {"path": str(target), "width": image.width, "height": image.height, "format": fmt.lower()}
+    return {SAVED_FILE: str(target), "width": image.width, "height": image.height, "format": fmt.lower()}
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -232,6 +246,60 @@ def draw_text(path: str, text: str, x: int, y: int, size: Annotated[int, {"minim
     except ValueError as exc:
         raise DeviceError(f"could not draw the text: {exc}") from None
     return _save(image, path, "text", image.format)
+
+
+@device.call(examples=[Example("Draw a red rectangle from (10, 10) to (100, 80) on photo.jpg",
+                               {"path": "photo.jpg", "shape": "rectangle", "x0": 10, "y0": 10, "x1": 100,
+                                "y1": 80, "color": "red"})],
+             timeout_s=20.0, side_effects=True)
+def draw_shape(path: str, shape: Literal["rectangle", "ellipse", "line"], x0: int, y0: int, x1: int, y1: int,
+               color: str = "red", fill: str | None = None,
+               width: Annotated[int, {"minimum": 1, "maximum": 100}] = 3) -> dict[str, Any]:
+    """Draw a rectangle, an ellipse (inside the box) or a line from (x0, y0) to (x1, y1) (a new file).
+
+    Args:
+        path: The image file.
+        shape: rectangle, ellipse or line.
+        x0: First corner (or start of the line), pixels from the left.
+        y0: First corner (or start of the line), pixels from the top.
+        x1: Opposite corner (or end of the line), pixels from the left.
+        y1: Opposite corner (or end of the line), pixels from the top.
+        color: Outline (or line) colour: a name or '#rrggbb'.
+        fill: Fill colour for a rectangle or ellipse; none = only the outline.
+        width: Outline (or line) width in pixels.
+    """
+    image = _open(path)
+    if image.mode not in ("RGB", "RGBA", "L"):
+        image = image.convert("RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB")
+    draw = ImageDraw.Draw(image)
+    box = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+    try:
+        if shape == "line":
+            draw.line((x0, y0, x1, y1), fill=color, width=width)
+        elif shape == "rectangle":
+            draw.rectangle(box, outline=color, fill=fill, width=width)
+        else:
+            draw.ellipse(box, outline=color, fill=fill, width=width)
+    except ValueError as exc:  # an unknown colour name
+        raise DeviceError(f"could not draw the {shape}: {exc}") from None
+    return _save(image, path, shape, image.format)
+
+
+@device.call(examples=[Example("What is in the picture photo.jpg?", {"path": "photo.jpg"})], timeout_s=300.0)
+def describe(path: str, question: Annotated[str, {"maxLength": 500}] = "Describe this image.") -> Untrusted:
+    """Describe an image (or answer a question about it) with the configured vision model.
+
+    Args:
+        path: The image file.
+        question: What to ask about the image.
+    """
+    settings = VisionSettings.from_settings(_state.settings)  # "vision is not configured" first
+    image = _open(path)
+    text = _state.vision.describe(settings, image, question or "Describe this image.")
+    if not text:
+        raise DeviceError("the vision model gave no description")
+    # what a model read out of a picture can carry the picture's text: untrusted, like a file
+    return Untrusted({"path": str(Path(path).expanduser()), "description": text}, source=f"image:{path}")
 
 
 @device.call(examples=[Example("Draw a bar chart of sales 3, 7 and 5 for Jan, Feb, Mar",

@@ -13,7 +13,9 @@ Config (TOML, one table per server)::
     side_effects = false     # optional, mark every call as acting on the world
 
 Each server -> ``Device(name=<sanitised server name>)``, one call per tool (sanitised tool name,
-the tool's description and its JSON input schema). Results are always
+the tool's description and its JSON input schema). A call's destinations are the URLs among its
+arguments (a fetch tool's ``url``); a network server's call without one counts as going somewhere
+new once the conversation has read untrusted content. Results are always
 ``Untrusted(text, source="mcp:<server>")``; a tool result with ``isError`` raises DeviceError.
 
 Design: one asyncio loop on a daemon thread owns every session. Each server has a runner task
@@ -40,7 +42,7 @@ from llmos.kernel.devices import Call, Device, DeviceError, Untrusted
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "close", "mcp_devices", "sanitise_name", "start_mcp"]
+__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "close", "mcp_devices", "sanitise_name", "start_mcp", "urls_in"]
 
 # An MCP server is a program the user chose to run; what it touches is unknown to llmos. Default:
 # it needs "network" (most servers fetch or query something); declare `permissions` per server
@@ -95,6 +97,27 @@ def result_text(result: Any) -> str:
         if structured is not None:
             text = json.dumps(structured, ensure_ascii=False, default=str)
     return text
+
+
+def urls_in(arguments: Any) -> list[str] | None:
+    """The http(s) URLs among a tool call's argument values (nested too), or None when there are
+    none: then llmos cannot tell where the server will connect, so after untrusted content the
+    call counts as reaching a new destination (the user is asked)."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            if re.match(r"(?i)https?://", value.strip()):
+                found.append(value.strip())
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(arguments)
+    return found or None
 
 
 def _schema(tool: Any) -> dict[str, Any]:
@@ -240,6 +263,7 @@ class MCPBridge:
                 parameters=_schema(tool),
                 timeout_s=timeout + 2.0,  # the bridge's own timeout answers first, with a clear message
                 side_effects=bool(config.get("side_effects", False)) or destructive,
+                destinations=urls_in,
             )
         return device
 

@@ -91,11 +91,12 @@ def test_ask_yes_is_remembered_and_asked_once(tmp_path):
         return True
 
     policy = GrantPolicy(store=store, ask=ask)
-    assert policy.missing(web) == [] and policy.missing(web) == []
+    assert policy.missing(web) == [Permission.NETWORK] and asked == []  # missing() never asks
+    assert policy.obtain(web) == [] and policy.obtain(web) == [] and policy.missing(web) == []
     assert asked == [("web", [Permission.NETWORK], "Fetches pages.")]
     assert store.granted("web") == {Permission.NETWORK}
     never = GrantPolicy(store=store, ask=lambda *a: (_ for _ in ()).throw(AssertionError("asked")))
-    assert never.missing(web) == []  # the next run is not asked again
+    assert never.obtain(web) == []  # the next run is not asked again
 
 
 def test_ask_no_is_refused_now_not_remembered(tmp_path):
@@ -103,17 +104,19 @@ def test_ask_no_is_refused_now_not_remembered(tmp_path):
     policy = GrantPolicy(store=store, ask=lambda *a: asked.append(a) or False)
     result = _dispatcher(web, policy).call_blocking("web.fetch", {"url": "http://x"})
     assert not result.ok and "permission denied" in result.error
-    assert policy.missing(web) == [Permission.NETWORK] and len(asked) == 1  # once per run
+    again = _dispatcher(web, policy).call_blocking("web.fetch", {"url": "http://x"})
+    assert not again.ok and "permission denied" in again.error
+    assert policy.obtain(web) == [Permission.NETWORK] and len(asked) == 1  # once per run
     assert store.all() == {}
     next_run = GrantPolicy(store=store, ask=lambda *a: asked.append(a) or True)
-    assert next_run.missing(web) == [] and len(asked) == 2  # asked again next run
+    assert next_run.obtain(web) == [] and len(asked) == 2  # asked again next run
 
 
 def test_ask_that_raises_is_a_no(tmp_path):
     def boom(*a):
         raise RuntimeError("no terminal")
 
-    assert GrantPolicy(store=GrantStore(tmp_path / "g.json"), ask=boom).missing(_web()) == [Permission.NETWORK]
+    assert GrantPolicy(store=GrantStore(tmp_path / "g.json"), ask=boom).obtain(_web()) == [Permission.NETWORK]
 
 
 def test_no_ask_refuses_with_the_grant_hint_then_grant_allows(tmp_path):
@@ -125,3 +128,48 @@ def test_no_ask_refuses_with_the_grant_hint_then_grant_allows(tmp_path):
     store.grant("web", ["network"])
     allowed = dispatcher.call_blocking("web.fetch", {"url": "http://x"})
     assert allowed.ok and allowed.value == "page at http://x"
+
+
+def test_the_permission_prompt_runs_on_the_devices_worker_thread_not_the_callers(tmp_path):
+    threads: list[str] = []
+
+    def ask(device, perms, description):
+        threads.append(threading.current_thread().name)
+        return True
+
+    result = _dispatcher(_web(), GrantPolicy(store=GrantStore(tmp_path / "g.json"), ask=ask)).call_blocking(
+        "web.fetch", {"url": "http://x"})
+    assert result.ok and result.value == "page at http://x"
+    assert threads == ["device-web.fetch"] and threading.current_thread().name not in threads
+
+
+def test_the_kernel_serves_another_process_while_a_permission_prompt_waits(tmp_path):
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+
+    asking, answer = threading.Event(), threading.Event()
+
+    def slow_user(device, perms, description):  # a dialog the user takes a while to answer
+        asking.set()
+        assert answer.wait(10)
+        return True
+
+    registry = DeviceRegistry()
+    registry.register(_web())
+    backend = ScriptedBackend(scoring=False)
+    backend.enqueue('CALL web.fetch {"url": "http://x"}')
+    policy = GrantPolicy(store=GrantStore(tmp_path / "g.json"), ask=slow_user)
+    kernel = Kernel(backend, registry, policy=policy).start()
+    try:
+        first = kernel.ask("fetch x")
+        assert asking.wait(5), "the user was never asked"
+        backend.enqueue("ANSWER: hello")
+        other = kernel.ask("hi")  # served while the first process waits for the user
+        assert other.result(5).answer == "hello" and not first.done()
+        backend.enqueue("ANSWER: fetched")
+        answer.set()
+        result = first.result(5)
+    finally:
+        kernel.shutdown()
+    assert result.syscalls[0]["ok"] and result.syscalls[0]["result"] == "page at http://x"
+    assert result.answer == "fetched"

@@ -41,7 +41,7 @@ def ok(result: SyscallResult) -> dict:
 
 
 def in_output_folder(value: dict, tmp_path: Path) -> Image.Image:
-    out = Path(value["path"])
+    out = Path(value["saved_file"])
     assert out.is_file() and out.parent == tmp_path / "data" / "devices" / "image" / "images"
     image = Image.open(out)
     assert image.size == (value["width"], value["height"])
@@ -61,7 +61,7 @@ def test_resize_and_thumbnail(dispatcher, photo, tmp_path):
     thumb = ok(dispatcher.call_blocking("image.thumbnail", {"path": str(photo), "max_size": 200}))
     assert (thumb["width"], thumb["height"]) == (200, 150)
     assert in_output_folder(thumb, tmp_path).format == "JPEG"
-    assert thumb["path"] != value["path"]
+    assert thumb["saved_file"] != value["saved_file"]
     assert Image.open(photo).size == (400, 300)  # the original is untouched
 
 
@@ -78,7 +78,7 @@ def test_crop_rotate_convert(dispatcher, photo, tmp_path):
     assert (rotated["width"], rotated["height"]) == (300, 400)
 
     png = ok(dispatcher.call_blocking("image.convert", {"path": str(photo), "format": "png"}))
-    assert png["path"].endswith(".png") and in_output_folder(png, tmp_path).format == "PNG"
+    assert png["saved_file"].endswith(".png") and in_output_folder(png, tmp_path).format == "PNG"
     rgba = tmp_path / "alpha.png"
     Image.new("RGBA", (20, 20), (0, 255, 0, 128)).save(rgba)
     jpeg = ok(dispatcher.call_blocking("image.convert", {"path": str(rgba), "format": "jpeg"}))
@@ -94,6 +94,69 @@ def test_draw_text_changes_pixels(dispatcher, tmp_path):
     bad = dispatcher.call_blocking("image.draw_text",
                                    {"path": str(blank), "text": "x", "x": 1, "y": 1, "color": "no-such-colour"})
     assert not bad.ok and "could not draw" in bad.error
+
+
+def test_draw_shapes(dispatcher, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 100), "white").save(blank)
+    rect = ok(dispatcher.call_blocking("image.draw_shape", {"path": str(blank), "shape": "rectangle", "x0": 10,
+                                                            "y0": 10, "x1": 60, "y1": 50, "color": "red",
+                                                            "fill": "blue", "width": 2}))
+    drawn = in_output_folder(rect, tmp_path).convert("RGB")
+    assert drawn.getpixel((10, 30))[0] > 200 and drawn.getpixel((10, 30))[2] < 60  # red outline
+    assert drawn.getpixel((35, 30)) == (0, 0, 255)  # blue fill
+    assert drawn.getpixel((150, 80)) == (255, 255, 255)  # untouched outside
+    ellipse = ok(dispatcher.call_blocking("image.draw_shape", {"path": str(blank), "shape": "ellipse", "x0": 100,
+                                                               "y0": 0, "x1": 200, "y1": 100, "fill": "black"}))
+    oval = in_output_folder(ellipse, tmp_path).convert("L")
+    assert oval.getpixel((150, 50)) < 30 and oval.getpixel((101, 1)) > 200  # centre filled, corner not
+    line = ok(dispatcher.call_blocking("image.draw_shape", {"path": str(blank), "shape": "line", "x0": 0, "y0": 99,
+                                                            "x1": 199, "y1": 99, "color": "#00ff00", "width": 1}))
+    assert in_output_folder(line, tmp_path).convert("RGB").getpixel((100, 99)) == (0, 255, 0)
+    bad = dispatcher.call_blocking("image.draw_shape", {"path": str(blank), "shape": "star", "x0": 0, "y0": 0,
+                                                        "x1": 1, "y1": 1})
+    assert not bad.ok and "invalid arguments" in bad.error
+    colour = dispatcher.call_blocking("image.draw_shape", {"path": str(blank), "shape": "line", "x0": 0, "y0": 0,
+                                                           "x1": 1, "y1": 1, "color": "no-such-colour"})
+    assert not colour.ok and "could not draw the line" in colour.error
+
+
+def test_describe_without_a_vision_model_says_so(dispatcher, photo):
+    result = dispatcher.call_blocking("image.describe", {"path": str(photo)})
+    assert not result.ok and result.error.startswith("vision is not configured")
+    assert "vision_model" in result.error and "vision_projector" in result.error
+
+
+def test_describe_with_bad_vision_settings_names_the_problem(tmp_path, photo):
+    from llmos.kernel.testing import call_device
+
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_text("not a model")
+    cases = [({"vision_model": str(tmp_path / "none.gguf"), "vision_projector": str(not_gguf)}, "does not exist"),
+             ({"vision_model": str(not_gguf), "vision_projector": str(not_gguf)}, "is not a GGUF file"),
+             ({"vision_model": str(not_gguf), "vision_projector": str(not_gguf), "vision_handler": "nope"},
+              "unknown vision_handler")]
+    for settings, message in cases:
+        result = call_device(device, "describe", {"path": str(photo)}, grants=["files.read", "files.write"],
+                             data_dir=tmp_path / "d", settings=settings)
+        assert not result.ok and message in result.error, result.error
+
+
+def test_the_vision_handlers_exist_in_llama_cpp():
+    from llama_cpp import llama_chat_format
+
+    from llmos.plugins.image.vision import HANDLERS
+
+    assert all(hasattr(llama_chat_format, name) for name in HANDLERS.values())
+
+
+def test_output_dir_setting(tmp_path, photo):
+    from llmos.kernel.testing import call_device
+
+    out = tmp_path / "Pictures" / "llmos"
+    result = call_device(device, "thumbnail", {"path": str(photo), "max_size": 64},
+                         grants=["files.read", "files.write"], data_dir=tmp_path / "d", settings={"output_dir": str(out)})
+    assert result.ok and Path(result.value["saved_file"]).parent == out
 
 
 def test_chart(dispatcher, tmp_path):

@@ -138,9 +138,28 @@ def test_fetch_server_reads_a_local_page(tmp_path):
         assert result.ok, result.error
         assert result.trusted is False and result.source == "mcp:fetch"
         assert "llama count is 42" in result.value
+        # after untrusted content: the same host again runs; a new host needs the user's consent
+        here = f"127.0.0.1:{httpd.server_address[1]}"
+        asked = []
+        again = call_device(device, "fetch", {"url": url}, grants=["network"], data_dir=tmp_path / "d",
+                            tainted=True, contacted={here}, consent=lambda r: asked.append(r) or False)
+        assert again.ok and asked == []
+        elsewhere = call_device(device, "fetch", {"url": "http://localhost:9/x?secret=1"}, grants=["network"],
+                                data_dir=tmp_path / "d", tainted=True, contacted={here},
+                                consent=lambda r: asked.append(r) or False)
+        assert not elsewhere.ok and "consent refused" in elsewhere.error
+        assert [r.destinations for r in asked] == [("localhost:9",)]
     finally:
         bridge.close()
         httpd.shutdown()
+
+
+def test_urls_in_arguments_are_the_destinations():
+    from llmos.plugins.mcp import urls_in
+
+    assert urls_in({"url": "https://a.example/x", "n": 3}) == ["https://a.example/x"]
+    assert urls_in({"pages": [{"href": "HTTP://b.example"}], "q": "not a url"}) == ["HTTP://b.example"]
+    assert urls_in({"query": "weather in Oslo"}) is None  # unknown: counts as somewhere new
 
 
 def test_result_text_summarises_non_text_content():
