@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from llmos.app.branches import Variant
 from llmos.app.theme import BASE_POINT_SIZE, Theme, current_theme
 from llmos.kernel import events
+from llmos.kernel.devices import SAVED_FILE
 
 FLUSH_MS = 40  # a streaming bubble re-renders at most this often
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
@@ -301,7 +302,7 @@ class SyscallCard(QFrame):
 
     def image_path(self) -> Path | None:
         value = self.result
-        path = value.get("path") if isinstance(value, dict) else None
+        path = value.get(SAVED_FILE) if isinstance(value, dict) else None
         if isinstance(path, str) and path.lower().endswith(IMAGE_SUFFIXES) and Path(path).is_file():
             return Path(path)
         return None

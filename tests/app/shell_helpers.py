@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from llmos.app.boot import attach_journal
 from llmos.app.dialogs import DialogService
 from llmos.app.window import ChatWindow
-from llmos.kernel.devices import Device, DeviceError, Untrusted
+from llmos.kernel.devices import SAVED_FILE, Device, DeviceError, Untrusted
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.dispatch import GrantPolicy
@@ -134,7 +134,7 @@ def picture_device(path: Path) -> Device:
         Args:
             subject: What to paint.
         """
-        return {"path": str(path), "width": 64, "height": 48, "format": "png"}
+        return {SAVED_FILE: str(path), "width": 64, "height": 48, "format": "png"}
 
     return device
 
