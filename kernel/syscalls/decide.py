@@ -43,13 +43,15 @@ CALIBRATION_PID = 0
 @dataclass(frozen=True)
 class Decision:
     call: str | None  # "device.call", or None to answer
-    margin: float  # calibrated log P(CALL best) - calibrated log P(ANSWER:), in nats
-    best: str | None  # the most likely call, whether or not it was chosen
+    margin: float  # calibrated log P(CALL <device>) - calibrated log P(ANSWER:), in nats
+    best: str | None  # the most likely call of the device, when the kernel calls
     threshold: float
+    device: str | None = None  # the most likely device, whether or not it was called
 
 
-def continuations(call_names: list[str]) -> list[str]:
-    return [ANSWER_PREFIX] + [f"{CALL_PREFIX} {name}" for name in call_names]
+def continuations(names: list[str]) -> list[str]:
+    """``ANSWER:`` and ``CALL <name>`` for each device (or call) name."""
+    return [ANSWER_PREFIX] + [f"{CALL_PREFIX} {name}" for name in names]
 
 
 @dataclass
@@ -77,11 +79,12 @@ class Calibration:
         except (OSError, ValueError):
             return {}  # a damaged cache is only a cache: score again
 
-    def baseline(self, backend: Backend, call_names: list[str]) -> list[float]:
-        key = tuple(call_names)
+    def baseline(self, backend: Backend, names: list[str]) -> list[float]:
+        """Mean scores of ``continuations(names)`` after the content-free requests."""
+        key = tuple(names)
         if key in self._cache:
             return self._cache[key]
-        conts = continuations(call_names)
+        conts = continuations(names)
         prompts = self.null_prompts()
         disk_key = self._disk_key(backend, prompts, conts)
         saved = self._load()
@@ -103,6 +106,20 @@ class Calibration:
         return self._cache[key]
 
 
+def devices_of(call_names: list[str]) -> dict[str, list[str]]:
+    """Qualified call names grouped by device, in the order the devices first appear."""
+    grouped: dict[str, list[str]] = {}
+    for name in call_names:
+        grouped.setdefault(name.partition(".")[0], []).append(name)
+    return grouped
+
+
+def warm(calibration: Calibration, backend: Backend, call_names: list[str]) -> None:
+    """Compute (or load) the baseline :func:`decide` will need for these calls, e.g. at boot."""
+    if call_names:
+        calibration.baseline(backend, list(devices_of(call_names)))
+
+
 def decide(
     backend: Backend,
     pid: int,
@@ -111,13 +128,28 @@ def decide(
     threshold: float,
     calibration: Calibration | None = None,
 ) -> Decision:
-    """Score ``ANSWER:`` against ``CALL <name>`` for every call after ``prompt``."""
+    """Two stages after ``prompt``: ``ANSWER:`` against ``CALL <device>``, then the call within it.
+
+    Stage one scores only the device names, so a device with many calls is not split into many
+    small chances against a device with one call (the browser's four calls lost to the
+    calculator's one). Stage two runs only when the kernel calls, and only when the device has
+    more than one call: it scores that device's calls and takes the most likely.
+    """
     if not call_names:
         return Decision(None, -math.inf, None, threshold)
-    raw = backend.score(pid, prompt, continuations(call_names))
-    # Which call: the model's own preference. Whether to call: the calibrated margin of that call.
+    grouped = devices_of(call_names)
+    device_names = list(grouped)
+    raw = backend.score(pid, prompt, continuations(device_names))
+    # Which device: the model's own preference. Whether to call: its calibrated margin.
     best_index = max(range(1, len(raw)), key=raw.__getitem__)
-    base = calibration.baseline(backend, call_names) if calibration is not None else [0.0] * len(raw)
+    base = calibration.baseline(backend, device_names) if calibration is not None else [0.0] * len(raw)
     margin = (raw[best_index] - base[best_index]) - (raw[0] - base[0])
-    best = call_names[best_index - 1]
-    return Decision(best if margin > threshold else None, margin, best, threshold)
+    device = device_names[best_index - 1]
+    if margin <= threshold:
+        return Decision(None, margin, None, threshold, device)
+    calls = grouped[device]
+    best = calls[0]
+    if len(calls) > 1:
+        within = backend.score(pid, prompt, [f"{CALL_PREFIX} {name}" for name in calls])
+        best = calls[max(range(len(calls)), key=within.__getitem__)]
+    return Decision(best, margin, best, threshold, device)
