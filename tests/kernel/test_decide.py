@@ -72,6 +72,31 @@ def test_answering_or_a_device_with_one_call_needs_no_second_stage():
     assert decide(backend, 1, "Hi", [], 1.0, calibration).call is None and backend.calls == 2
 
 
+def test_a_device_its_examples_make_eager_gets_a_higher_bar_and_one_without_examples_the_floor(tmp_path: Path):
+    # web's example scores a calibrated margin of 10 (-> bar 5.5), calc has no example (-> the floor)
+    null = {"ANSWER:": 0.0, "CALL calc": 0.0, "CALL web": 0.0}
+    examples = {"EX web": {"ANSWER:": -10.0, "CALL calc": -5.0, "CALL web": 0.0}}
+
+    class ExampleBackend(CountingBackend):
+        def score(self, pid, prompt, continuations):
+            self.calls += 1
+            table = examples.get(prompt) or (self.null if prompt.startswith("NULL") else self.real)
+            return [table[c] for c in continuations]
+
+    store = tmp_path / "calibration.json"
+    calibration = Calibration(lambda: ["NULL"], store, lambda: {"web": ["EX web"], "calc": []})
+    backend = ExampleBackend({"ANSWER:": -4.0, "CALL calc": -9.0, "CALL web": 0.0}, null)
+    weak_web = decide(backend, 1, "hmm", CALLS, 1.0, calibration)
+    assert weak_web.device == "web" and weak_web.call is None and weak_web.threshold == 5.5
+    backend.real = {"ANSWER:": -4.0, "CALL calc": 0.0, "CALL web": -9.0}
+    calc = decide(backend, 1, "2+2", CALLS, 1.0, calibration)
+    assert calc.call == "calc.eval" and calc.threshold == 1.0
+    again = ExampleBackend({}, null)
+    assert Calibration(lambda: ["NULL"], store, lambda: {"web": ["EX web"]}).scales(again, ["calc", "web"]) == {
+        "web": 10.0}
+    assert again.calls == 0  # kept on disk with the baseline
+
+
 def test_calls_are_grouped_by_device_in_order():
     assert devices_of(["b.x", "a.y", "b.z"]) == {"b": ["b.x", "b.z"], "a": ["a.y"]}
 
