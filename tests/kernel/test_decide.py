@@ -33,7 +33,8 @@ class CountingBackend:
 
 
 CALLS = ["calc.eval", "web.open", "web.search"]
-FLOOR_TOOL, FLOOR_NO_TOOL = 0, 0  # set from the measured figures below
+# A little under what `make bench` measured on bench/data/decisions_devices_heldout.json (tool 34/47, no-tool 24/25)
+FLOOR_TOOL, FLOOR_NO_TOOL = 30, 21
 NULL = {"ANSWER:": -3.0, "CALL calc": -1.0, "CALL web": -4.0}
 
 
@@ -128,6 +129,7 @@ def _bench():
 
 
 @pytest.mark.model
+@pytest.mark.timeout(1800)  # 72 decisions: about a minute alone, far more on a busy shared machine
 def test_held_out_requests_for_every_device_are_decided_well_on_the_real_model(real_backend):
     """The held-out device cases (never tuned on) with every device in the prompt, as users get it.
 
