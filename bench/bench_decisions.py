@@ -256,12 +256,15 @@ def summary(results: list[CaseResult], threshold: float) -> str:
 
 def run(ctx: Any, threshold: float = DEFAULT_THRESHOLD) -> list[dict[str, Any]]:
     backend = ctx.backend()
+    ctx.log("decisions: dev set, 4 tools, with arguments")
     dev = evaluate_cases(backend, threshold, with_arguments=True)
     right, _, none_right = accuracy(dev, threshold)
+    ctx.log("decisions: dev set, held-out sets, all devices")
     dev_all = evaluate_cases(backend, threshold, all_devices=True)
     held_all = evaluate_cases(backend, threshold, SETS["heldout"], all_devices=True)
     devices_all = evaluate_cases(backend, threshold, SETS["heldout-devices"], all_devices=True)
     two_stage = [r.seconds for r in devices_all]
+    ctx.log("decisions: the single-stage design, for the seconds per decision")
     flat = flat_seconds(backend, SETS["heldout-devices"], ctx.reps(20, 8))
     return [
         {"name": "decisions_right", "value": right, "unit": f"/{len(dev)}", "goal": ">= 36",
