@@ -33,7 +33,7 @@ class CountingBackend:
 
 
 CALLS = ["calc.eval", "web.open", "web.search"]
-# A little under what `make bench` measured on bench/data/decisions_devices_heldout.json (tool 34/47, no-tool 24/25)
+# A little under what `make bench` measured on bench/data/decisions_devices_heldout.json (tool 34/47, no-tool 23/25)
 FLOOR_TOOL, FLOOR_NO_TOOL = 30, 21
 NULL = {"ANSWER:": -3.0, "CALL calc": -1.0, "CALL web": -4.0}
 
