@@ -28,6 +28,7 @@ from .process import Message, Priority, Process, ProcessState, ProcessTable, Tur
 from .paging import Pager, RamReport
 from .registry import DeviceRegistry
 from .scheduler import Scheduler
+from .syscalls.decide import warm
 from .syscalls.dispatch import Consent, Dispatcher, GrantPolicy
 from .turn import TurnOptions, TurnServices, boot_messages, make_calibration, ram_report, run_turn
 
@@ -219,8 +220,7 @@ class Kernel:
                 # the decision baseline, once, so the first turn does not pay for it
                 names = [name for name, _ in self.registry.calls()]
                 try:
-                    if names:
-                        self._svc.calibration.baseline(self.backend, names)
+                    warm(self._svc.calibration, self.backend, names)
                 except BackendError as exc:  # the first turn will try again, and fail visibly
                     log.warning("decision calibration failed: %s", exc)
             self.bus.emit(events.BackendReady(self.backend.name, self.backend.model, time.monotonic() - started))

@@ -125,9 +125,18 @@ def ram_report(svc: TurnServices, proc: Process) -> RamReport:
 
 
 def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Calibration:
-    """Decision calibration against content-free requests after the boot messages."""
+    """Decision calibration after the boot messages: content-free requests, each device's examples."""
     boot = boot_messages(registry)
-    return Calibration(lambda: [render([*boot, Message("user", text)]) for text in NULL_REQUESTS], store)
+
+    def example_prompts() -> dict[str, list[str]]:
+        prompts: dict[str, list[str]] = {}
+        for name, call in registry.calls():
+            prompts.setdefault(name.partition(".")[0], []).extend(
+                render([*boot, Message("user", example.request)]) for example in call.examples)
+        return prompts
+
+    return Calibration(lambda: [render([*boot, Message("user", text)]) for text in NULL_REQUESTS], store,
+                       example_prompts)
 
 
 def _generate(
