@@ -151,6 +151,21 @@ class DiskStore:
                 self._client = None
                 self._collections = {}
 
+    @staticmethod
+    def drop_cached(path: str | os.PathLike[str]) -> None:
+        """Forget chromadb's in-process cache of the folder ``path`` (chromadb shares one system
+        per folder): after a folder was moved aside, a new store there must not reuse it."""
+        try:
+            from chromadb.api.shared_system_client import SharedSystemClient
+        except ImportError:  # pragma: no cover - chromadb is a dependency
+            return
+        key = str(Path(path).expanduser())
+        system = SharedSystemClient._identifier_to_system.pop(key, None)
+        SharedSystemClient._identifier_to_refcount.pop(key, None)
+        if system is not None:
+            with contextlib.suppress(Exception):
+                system.stop()
+
     def __enter__(self) -> "DiskStore":
         return self
 
@@ -354,6 +369,12 @@ class DiskStore:
         """Ids of the entries whose metadata match ``where`` (chromadb's filter syntax)."""
         with self._lock, self._guard("cannot read"):
             return list(self._collection(collection).get(where=dict(where), include=[])["ids"])
+
+    def ids_with_text(self, text: str, collection: str = "documents") -> list[str]:
+        """Ids of the entries of ``collection`` whose text is exactly ``text``."""
+        with self._lock, self._guard("cannot read"):
+            got = self._collection(collection).get(where_document={"$contains": text}, include=["documents"])
+        return [i for i, doc in zip(got["ids"], got["documents"]) if doc == text]
 
     def get(self, id: str) -> Hit | None:  # noqa: A002
         """The entry ``id``, or None."""
