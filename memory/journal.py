@@ -499,15 +499,18 @@ class Journal:
                                        "ORDER BY updated DESC, id DESC LIMIT 1").fetchone()
                 if row is None:
                     raise JournalError("no process has recorded its RAM yet: chat first (llmos chat)")
-            elif ident.strip().isdigit():
+            elif ident.strip().isdigit():  # a process number, or a conversation id that starts with digits
                 row = self._db.execute("SELECT id FROM processes WHERE id = ?", (int(ident),)).fetchone()
-                if row is None:
-                    raise JournalError(f"no process {ident} in the journal {self.path} "
-                                       "(llmos memory ram --list shows them)")
             else:
                 row = None
         if row is None:
-            cid = self.resolve(ident or "")
+            try:
+                cid = self.resolve(ident or "")
+            except JournalError:
+                if not (ident or "").strip().isdigit():
+                    raise
+                raise JournalError(f"no process {ident.strip()} in the journal {self.path} "
+                                   "(llmos memory ram --list shows them)") from None
             with self._lock:
                 row = self._db.execute("SELECT id FROM processes WHERE conversation = ? "
                                        "ORDER BY updated DESC, id DESC LIMIT 1", (cid,)).fetchone()

@@ -92,8 +92,8 @@ def test_process_picks_one_and_unknown_ones_are_a_clear_error(tmp_path):
         assert journal.ram()["conversation"] == second
         assert journal.ram(str(rows[1]["process"]))["conversation"] == first  # a process number
         assert journal.ram(first[:6])["conversation"] == first  # or a conversation prefix
-        with pytest.raises(JournalError, match="no process 999"):
-            journal.ram("999")
+        with pytest.raises(JournalError, match="no process 99999"):
+            journal.ram("99999")
     finally:
         journal.close()
     empty = Journal(tmp_path / "empty.sqlite3")
