@@ -5,7 +5,9 @@ its example turns) never leave. The rest is a sliding window of turns; a turn is
 and everything that answers it (calls, results, the answer), so a call and its result always
 leave together. When the rendered conversation exceeds the budget, the oldest turns are evicted
 and handed to the pager, which writes them to disk. Before each user turn the pager may page in
-what it finds relevant, as a marked "recalled memory" message.
+what it finds relevant, as a marked "recalled memory" message; passages of the user's documents
+come in as an untrusted ``memory.recall`` result naming their file (outside data, never
+instructions: the process is tainted as after any untrusted result).
 
 The kernel only knows the :class:`Pager` Protocol; the disk behind it lives in ``memory/``.
 """
@@ -20,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from .process import Message
 
 RECALL_HEADER = "Recalled from long-term memory (earlier conversations; may be out of date):"
+RECALL_CALL = "memory.recall"  # the call a paged-in untrusted passage is shown as the result of
 
 
 @runtime_checkable
@@ -27,8 +30,12 @@ class Pager(Protocol):
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
         """Write evicted turns to disk; returns one short summary per turn."""
 
-    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[str]:
-        """Texts from disk relevant to ``query``, most relevant first, within ``budget_chars``."""
+    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
+        """Texts from disk relevant to ``query``, most relevant first, within ``budget_chars``.
+
+        A ``str`` is the OS's own memory (a remembered fact, an evicted turn's summary); an
+        :class:`~llmos.kernel.devices.Untrusted` is outside text (an ingested document): it is
+        shown as an untrusted ``memory.recall`` result and taints the process."""
 
 
 @dataclass(frozen=True)

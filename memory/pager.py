@@ -59,15 +59,31 @@ class DiskPager:
             store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
         return summaries
 
-    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[str]:
+    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
+        """Relevant memories as text; passages of ingested documents as :class:`Untrusted`, each
+        naming its file (so the answer can name it too)."""
+        from llmos.kernel.devices import Untrusted
+
         hits = self._disk().search(query, k=5, collection="all")
-        texts: list[str] = []
+        texts: list[Any] = []
         used = 0
         for hit in hits:
             if hit.similarity is None or hit.similarity < MIN_SIMILARITY:
                 continue
-            if used + len(hit.text) > budget_chars:
-                break
-            texts.append(hit.text)
-            used += len(hit.text)
+            text = passage(hit) if hit.collection == "documents" else hit.text
+            if used + len(text) > budget_chars:
+                if texts:
+                    continue  # a shorter one further down may still fit
+                text = text[: max(0, budget_chars - 3)].rsplit(" ", 1)[0] + "..."  # the best one, cut
+                if len(text) <= 3:
+                    break
+            untrusted = hit.collection == "documents" or hit.metadata.get("provenance") == "untrusted"
+            texts.append(Untrusted(text, source=str(hit.metadata.get("source", ""))) if untrusted else text)
+            used += len(text)
         return texts
+
+
+def passage(hit: Any) -> str:
+    """A document chunk with the name of its file first: ``From the file trip.md: ...``."""
+    name = Path(str(hit.metadata.get("source", "a document"))).name
+    return f"From the file {name}: {' '.join(hit.text.split())}"
