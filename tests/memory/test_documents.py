@@ -90,8 +90,8 @@ def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_bac
     paged: list[events.Paged] = []
     kernel.bus.subscribe(lambda e: paged.append(e) if isinstance(e, events.Paged) else None)
     kernel.start()
-    kernel.wait_ready(600)
     try:
+        kernel.wait_ready(600)  # the load includes the decision calibration: slow on a busy machine
         pid = kernel.spawn("chat")
         result = kernel.submit(pid, "When does the ferry to Bergen leave?").result(900)
         cid = kernel.ram(pid).conversation

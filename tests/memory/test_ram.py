@@ -157,8 +157,8 @@ def test_real_model_ram_is_recorded_with_disk_paging(real_backend, tmp_path):
     path = tmp_path / "journal.sqlite3"
     journal = attach_journal(kernel, path)
     kernel.start()
-    kernel.wait_ready(60)
     try:
+        kernel.wait_ready(600)  # the load includes the decision calibration: slow on a busy machine
         pid = kernel.spawn("chat")
         for text in ["My sister Inga lives in Bergen.", "I am learning to play the cello.",
                      "Where does my sister live?"]:
