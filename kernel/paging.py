@@ -45,14 +45,37 @@ class Eviction:
     tokens_after: int
 
 
+def is_paged_in(message: Message, previous: Message | None) -> bool:
+    """A page brought in before a user turn (recalled memory, or a document passage shown as a
+    ``memory.recall`` result that no call asked for)."""
+    if message.role == "system":
+        return message.content.startswith(RECALL_HEADER)
+    called = previous is not None and previous.role == "assistant" and previous.call is not None
+    return message.role == "tool" and message.call == RECALL_CALL and not called
+
+
 def turns_of(messages: list[Message]) -> list[list[Message]]:
-    """Split unpinned messages into turns: each starts at a user message."""
+    """Split unpinned messages into turns: each starts at a user message, or at the pages brought
+    in for it just before (so they stay and leave with their turn)."""
     turns: list[list[Message]] = []
+    opened_by_page_in = False
+    previous: Message | None = None
     for message in messages:
-        if message.role == "user" or not turns:
+        if is_paged_in(message, previous):
+            if not opened_by_page_in:
+                turns.append([])
+                opened_by_page_in = True
+            turns[-1].append(message)
+        elif message.role == "user" and opened_by_page_in:
+            turns[-1].append(message)
+            opened_by_page_in = False
+        elif message.role == "user" or not turns:
             turns.append([message])
+            opened_by_page_in = False
         else:
             turns[-1].append(message)
+            opened_by_page_in = False
+        previous = message
     return turns
 
 

@@ -37,12 +37,36 @@ def summarise(turn: list[Message]) -> str:
 
 
 class DiskPager:
-    """A :class:`llmos.kernel.paging.Pager` over a :class:`llmos.memory.disk.DiskStore` (opened on first use)."""
+    """A :class:`llmos.kernel.paging.Pager` over a :class:`llmos.memory.disk.DiskStore` (opened on first use).
+
+    Page-out returns the summaries at once and writes them (embedding + chromadb) on a worker
+    thread, so the turn does not wait: the write overlaps the answer being generated. The next
+    page-in waits for pending writes first, so it always sees them. Nothing is lost if the process
+    dies meanwhile: the journal keeps every paged-out summary, and ``llmos memory reindex``
+    restores them.
+    """
 
     def __init__(self, store_path: Path) -> None:
         self.store_path = store_path
         self._store: Any = None
         self._lock = threading.Lock()
+        self._writer: Any = None  # a one-thread executor, made on the first page-out
+        self._pending: list[Any] = []
+
+    def _write(self, conversation: str, summaries: list[str]) -> None:
+        store = self._disk()
+        for summary in summaries:
+            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every paged-out summary is on disk (a failed write is logged)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            try:
+                future.result(timeout)
+            except Exception as exc:  # the journal still has the summary: reindex restores it
+                log.warning("paging out to %s failed: %s", self.store_path, exc)
 
     def _disk(self) -> Any:
         with self._lock:
@@ -53,10 +77,13 @@ class DiskPager:
             return self._store
 
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
         summaries = [summarise(turn) for turn in turns]
-        store = self._disk()
-        for summary in summaries:
-            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+        with self._lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-pager")
+            self._pending.append(self._writer.submit(self._write, conversation, summaries))
         return summaries
 
     def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
@@ -64,6 +91,7 @@ class DiskPager:
         naming its file (so the answer can name it too)."""
         from llmos.kernel.devices import Untrusted
 
+        self.flush()
         hits = self._disk().search(query, k=5, collection="all")
         texts: list[Any] = []
         used = 0

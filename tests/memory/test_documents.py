@@ -104,3 +104,14 @@ def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_bac
     named = [m for m in journal.messages(cid) if m.role == "tool" and "boat-trip.md" in m.content]
     assert named and not named[0].trusted
     journal.close()
+
+
+def test_page_out_returns_at_once_and_the_next_page_in_sees_the_write(tmp_path):
+    from llmos.kernel.process import Message
+
+    pager = DiskPager(documents(tmp_path))
+    turn = [Message("user", "My neighbour's parrot is called Captain Biscuit."), Message("assistant", "Noted.")]
+    summaries = pager.page_out("c1", [turn])
+    assert "Captain Biscuit" in summaries[0]
+    texts = pager.page_in("c1", "what is the parrot called", 1000)  # waits for the pending write
+    assert any("Captain Biscuit" in t for t in texts if isinstance(t, str))

@@ -42,7 +42,8 @@ def fill(tmp_path: Path, cli) -> dict[str, str]:
     store = tmp_path / "devices" / "memory" / "chroma"
     backend = ScriptedBackend(responder=lambda prompt: "ANSWER: " + "noted " * 30)
     backend.enqueue('CALL memory.remember {"text": "my bike lock code is 4821"}', "ANSWER: Remembered.")
-    kernel = Kernel(backend, registry, TurnOptions(ram_tokens=1), pager=DiskPager(store))
+    pager = DiskPager(store)
+    kernel = Kernel(backend, registry, TurnOptions(ram_tokens=1), pager=pager)
     journal = attach_journal(kernel, tmp_path / "journal.sqlite3")
     kernel.start()
     try:
@@ -55,6 +56,7 @@ def fill(tmp_path: Path, cli) -> dict[str, str]:
     finally:
         kernel.shutdown()
         journal.close()
+    pager.flush()  # page-out writes on a worker thread
     doc = tmp_path / "boat.md"
     doc.write_text("# Boat\n\nThe ferry to Bergen leaves at 07:40 from pier 3.\n\n"
                    "The ferry back leaves at 18:05.\n")
