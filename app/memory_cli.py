@@ -88,15 +88,16 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if command == "reindex":
             return _reindex(config)
         path = store_path(config)
-        if command != "add" and not path.exists():
+        url = config.chroma_url or None
+        if command != "add" and not url and not path.exists():
             lost = _journaled_entries(config)
             if lost:
                 return _error(f"memory store {path} is missing but the journal has {lost} entries for it; "
                               f"{REINDEX_HINT}")
         try:
-            store = DiskStore(path)
+            store = DiskStore(path, url=url)
         except StoreError as exc:
-            return _error(f"{exc}; {REINDEX_HINT}")
+            return _error(str(exc) if url else f"{exc}; {REINDEX_HINT}")
         try:
             if command == "add":
                 return _add(args, store, config)
@@ -259,6 +260,10 @@ def format_ram(info: dict[str, Any]) -> list[str]:
 
 def _reindex(config: Config) -> int:
     import time
+
+    if config.chroma_url:
+        return _error(f"memory: reindex rebuilds the local store; the Chroma server at {config.chroma_url} "
+                      "keeps its own (unset chroma_url to rebuild the local one)")
 
     from llmos.memory.ingest import IngestProgress
     from llmos.memory.reindex import reindex

@@ -39,6 +39,8 @@ class Config:
     max_answer_tokens: int = field(default=512, metadata={"help": "longest answer, in tokens"})
     data_dir: str = field(default="", metadata={"help": "journal, stores and snapshots; empty = the user data directory"})
     grants: list[str] = field(default_factory=list, metadata={"help": "permissions granted to devices"})
+    chroma_url: str = field(default="", metadata={
+        "help": "long-term memory on a Chroma server (http://host:port); empty = the local store in data_dir"})
     mcp: dict = field(default_factory=dict, metadata={
         "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 

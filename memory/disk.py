@@ -64,6 +64,17 @@ class Hit:
     similarity: float | None = None  # cosine similarity to the query, when the vector search found it
 
 
+def _http_address(url: str) -> dict[str, Any]:
+    """``http(s)://host[:port]`` -> chromadb.HttpClient's host, port and ssl; StoreError if not a URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"memory store {url}: not an http(s)://host:port address")
+    ssl = parts.scheme == "https"
+    return {"host": parts.hostname, "port": parts.port or (443 if ssl else 8000), "ssl": ssl}
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -72,8 +83,12 @@ def _one_line(exc: BaseException) -> str:
 class DiskStore:
     """A chromadb folder with the ``memories`` and ``documents`` collections and hybrid search."""
 
-    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None, *,
+                 url: str | None = None) -> None:
+        """A store in the folder ``path``; with ``url`` (``http://host:port``) the collections live
+        on that Chroma server (``chromadb.HttpClient``) and ``path`` only keeps the generation token."""
         self.path = Path(path).expanduser()
+        self.url = url or None
         self._lock = threading.RLock()
         self._embedder = embedder
         self._indexes: dict[str, BM25Index] = {}
@@ -95,9 +110,15 @@ class DiskStore:
             raise StoreError(f"memory store {self.path}: the chromadb package is missing ({exc})") from None
         self._ef = ChromaEmbeddingFunction(embedder)
         with self._guard("cannot open the store"):
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
+            settings = Settings(anonymized_telemetry=False, allow_reset=False)
+            if self.url:
+                address = _http_address(self.url)
+                try:
+                    self._client = chromadb.HttpClient(**address, settings=settings)
+                except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+                    raise StoreError(f"memory store {self.where}: cannot open the store: {_one_line(exc)}") from None
+            else:
+                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collections = {name: self._open_collection(name) for name in COLLECTIONS}
             for collection in self._collections.values():
                 collection.count()  # reads the database now: corruption shows here, not later
@@ -105,12 +126,17 @@ class DiskStore:
     # --- plumbing -----------------------------------------------------------------------------
 
     @property
+    def where(self) -> str:
+        """What error messages name: the server's URL, or the folder."""
+        return f"{self.url} (Chroma server)" if self.url else str(self.path)
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             try:
                 self._embedder = default_embedder()
             except EmbedderError as exc:
-                raise StoreError(f"memory store {self.path}: {exc}") from None
+                raise StoreError(f"memory store {self.where}: {exc}") from None
         return self._embedder
 
     @contextlib.contextmanager
@@ -123,11 +149,11 @@ class DiskStore:
         except ValueError:
             raise  # our own argument errors and chromadb's validation errors stay what they are
         except Exception as exc:
-            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
 
     def _open_collection(self, name: str) -> Any:
         return self._client.get_or_create_collection(
@@ -457,7 +483,7 @@ class DiskStore:
                 with contextlib.suppress(OSError):
                     size += os.path.getsize(os.path.join(root, name))
         return {
-            "path": str(self.path),
+            "path": self.where,
             "collections": counts,
             "total": sum(counts.values()),
             "bytes": size,

@@ -46,8 +46,9 @@ class DiskPager:
     restores them.
     """
 
-    def __init__(self, store_path: Path) -> None:
+    def __init__(self, store_path: Path, url: str | None = None) -> None:
         self.store_path = store_path
+        self.url = url or None  # a Chroma server instead of the local folder
         self._store: Any = None
         self._lock = threading.Lock()
         self._writer: Any = None  # a one-thread executor, made on the first page-out
@@ -73,7 +74,7 @@ class DiskPager:
             if self._store is None:
                 from llmos.memory.disk import DiskStore
 
-                self._store = DiskStore(self.store_path)
+                self._store = DiskStore(self.store_path, url=self.url)
             return self._store
 
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
