@@ -330,7 +330,7 @@ HELPER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_reply_loses_no_committed_message_and_keeps_the_partial_answer(tmp_path):
+def test_sigkill_mid_reply_loses_no_committed_message_and_keeps_the_partial_answer(tmp_path, capsys):
     script = tmp_path / "helper.py"
     script.write_text(HELPER)
     path = tmp_path / "journal.sqlite3"
@@ -371,6 +371,10 @@ def test_sigkill_mid_reply_loses_no_committed_message_and_keeps_the_partial_answ
     assert "cut off while answering" in journal.export(cid, "md")
     assert json.loads(journal.export(cid, "json"))["messages"][3]["partial"] is True
     journal.close()
+    from llmos.app import history_cli
+
+    assert history_cli.resume(Config(data_dir=str(tmp_path)), cid[:8])["history"][3].content == partial
+    assert "the last answer was cut off" in capsys.readouterr().err
 
     # a new kernel continues the conversation where it was cut
     backend = ScriptedBackend(["ANSWER: Your code word is heron."])

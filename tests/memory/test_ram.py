@@ -161,7 +161,7 @@ def test_real_model_ram_is_recorded_with_disk_paging(real_backend, tmp_path):
         kernel.wait_ready(600)  # the load includes the decision calibration: slow on a busy machine
         pid = kernel.spawn("chat")
         for text in ["My sister Inga lives in Bergen.", "I am learning to play the cello.",
-                     "Where does my sister live?"]:
+                     "The weather is grey today.", "Where does my sister live?"]:
             kernel.submit(pid, text).result(300)
         live = kernel.ram(pid)
     finally:
@@ -176,5 +176,7 @@ def test_real_model_ram_is_recorded_with_disk_paging(real_backend, tmp_path):
     assert ram["pages"][0]["kind"] == "boot" and ram["pages"][0]["tokens"] > 100
     out = [r for r in info["paging"] if r["direction"] == "out"]
     assert out and "Inga" in out[0]["summaries"][0]  # the first turn left for disk, and the journal says so
+    came_in = [r for r in info["paging"] if r["direction"] == "in" and any("Inga" in t for t in r["summaries"])]
+    assert came_in and came_in[-1]["created"] >= out[0]["created"]  # paged out, later paged back in
     recalled = [p for p in ram["pages"] if p["kind"] == "recalled"]
-    assert recalled and RECALL_HEADER[:20] in recalled[0]["preview"]
+    assert recalled and RECALL_HEADER[:20] in recalled[0]["preview"]  # resident with the last turn
