@@ -131,6 +131,7 @@ def test_ingest_memory_does_not_grow_with_the_file(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~62,000 chunks into chromadb under tracemalloc: over 10 minutes on a busy machine
 def test_a_50_mb_file_ingests_in_chunks_with_bounded_memory(tmp_path):
     chunks, peak, size = ingest_with_bounded_memory(tmp_path, 50_000_000)
     assert chunks >= size / CHUNK_CHARS
