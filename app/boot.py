@@ -39,7 +39,8 @@ def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceReg
         registry = build_registry(config)
     kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all, ask), consent,
                     calibration_store=config.resolved_data_dir() / "calibration.json",
-                    pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma"))
+                    pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma",
+                                    url=config.chroma_url or None))
     attach_journal(kernel, journal_path(config))
     return kernel
 
@@ -48,7 +49,10 @@ def build_registry(config: Config) -> DeviceRegistry:
     """Every device: the entry-point plugins (built-ins too) and the configured MCP servers, started."""
     registry = DeviceRegistry.from_entry_points()
     add_mcp_devices(registry, config)
-    registry.start(config.resolved_data_dir(), config.devices)  # [devices.<name>] settings
+    settings = {name: dict(values) for name, values in (config.devices or {}).items()}  # [devices.<name>]
+    if config.chroma_url:
+        settings.setdefault("memory", {})["chroma_url"] = config.chroma_url
+    registry.start(config.resolved_data_dir(), settings)
     return registry
 
 

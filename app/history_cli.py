@@ -73,7 +73,11 @@ def resume(config: Config, ident: str) -> dict[str, Any]:
         cid = journal.resolve(ident)
         info = journal.conversation(cid)
         history = journal.messages(cid)
+        cut = journal.partial_answers(cid)
     finally:
         journal.close()
     print(f"llmos: resuming {cid[:8]} \"{info['title']}\" ({len(history)} messages)", file=sys.stderr)
+    if cut and cut[-1] == len(history):
+        print("llmos: the last answer was cut off (llmos stopped while it was being written); "
+              "what it had said is kept", file=sys.stderr)
     return {"history": history, "conversation": cid}

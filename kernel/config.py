@@ -41,6 +41,8 @@ class Config:
     grants: list[str] = field(default_factory=list, metadata={"help": "permissions granted to devices"})
     devices: dict = field(default_factory=dict, metadata={
         "help": "each device's settings: [devices.<name>], e.g. [devices.browser] search_url, allow_private"})
+    chroma_url: str = field(default="", metadata={
+        "help": "long-term memory on a Chroma server (http://host:port); empty = the local store in data_dir"})
     mcp: dict = field(default_factory=dict, metadata={
         "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 

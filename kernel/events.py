@@ -138,6 +138,15 @@ class Paged(Event):
 
 
 @dataclass(frozen=True)
+class RamSnapshot(Event):
+    """A process's context window after a spawn or a turn (a ``paging.RamReport``), for the
+    journal: ``llmos memory ram`` runs in another OS process than the chat."""
+
+    pid: int
+    report: Any
+
+
+@dataclass(frozen=True)
 class TurnFinished(Event):
     pid: int
     answer: str

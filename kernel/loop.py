@@ -270,6 +270,7 @@ class Kernel:
             self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
                                                 proc.conversation, resumed=request.conversation is not None))
             self._set_state(proc, ProcessState.IDLE, "spawned")
+            self._snapshot_ram(proc)
             request.future.set_result(proc.pid)
         elif isinstance(request, _Submit):
             try:
@@ -371,6 +372,7 @@ class Kernel:
         proc.task = None
         self._running = None
         self.bus.emit(events.TurnFinished(proc.pid, result.answer, result.stopped, result.timings))
+        self._snapshot_ram(proc)
         turn.future.set_result(result)
         if proc.kill_requested:
             self._end(proc)
@@ -383,10 +385,20 @@ class Kernel:
         proc.error = error
         self._running = None
         self.bus.emit(events.ProcessFailed(proc.pid, error))
+        self._snapshot_ram(proc)
         if proc.turns:
             proc.turns.pop(0).future.set_exception(TurnError(error))
         self._set_state(proc, ProcessState.IDLE, "turn failed")
         self._start_next_turn(proc)
+
+    def _snapshot_ram(self, proc: Process) -> None:
+        """Tell the observers (the journal) what the process's context window holds now."""
+        try:
+            report = ram_report(self._svc, proc)
+        except Exception as exc:  # a backend that cannot tokenize now: the snapshot is skipped
+            log.warning("process %d: no RAM snapshot: %s", proc.pid, exc)
+            return
+        self.bus.emit(events.RamSnapshot(proc.pid, report))
 
     def _end(self, proc: Process) -> None:
         proc.task = None

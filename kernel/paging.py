@@ -5,7 +5,9 @@ its example turns) never leave. The rest is a sliding window of turns; a turn is
 and everything that answers it (calls, results, the answer), so a call and its result always
 leave together. When the rendered conversation exceeds the budget, the oldest turns are evicted
 and handed to the pager, which writes them to disk. Before each user turn the pager may page in
-what it finds relevant, as a marked "recalled memory" message.
+what it finds relevant, as a marked "recalled memory" message; passages of the user's documents
+come in as an untrusted ``memory.recall`` result naming their file (outside data, never
+instructions: the process is tainted as after any untrusted result).
 
 The kernel only knows the :class:`Pager` Protocol; the disk behind it lives in ``memory/``.
 """
@@ -20,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 from .process import Message
 
 RECALL_HEADER = "Recalled from long-term memory (earlier conversations; may be out of date):"
+RECALL_CALL = "memory.recall"  # the call a paged-in untrusted passage is shown as the result of
 
 
 @runtime_checkable
@@ -27,8 +30,12 @@ class Pager(Protocol):
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
         """Write evicted turns to disk; returns one short summary per turn."""
 
-    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[str]:
-        """Texts from disk relevant to ``query``, most relevant first, within ``budget_chars``."""
+    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
+        """Texts from disk relevant to ``query``, most relevant first, within ``budget_chars``.
+
+        A ``str`` is the OS's own memory (a remembered fact, an evicted turn's summary); an
+        :class:`~llmos.kernel.devices.Untrusted` is outside text (an ingested document): it is
+        shown as an untrusted ``memory.recall`` result and taints the process."""
 
 
 @dataclass(frozen=True)
@@ -38,14 +45,37 @@ class Eviction:
     tokens_after: int
 
 
+def is_paged_in(message: Message, previous: Message | None) -> bool:
+    """A page brought in before a user turn (recalled memory, or a document passage shown as a
+    ``memory.recall`` result that no call asked for)."""
+    if message.role == "system":
+        return message.content.startswith(RECALL_HEADER)
+    called = previous is not None and previous.role == "assistant" and previous.call is not None
+    return message.role == "tool" and message.call == RECALL_CALL and not called
+
+
 def turns_of(messages: list[Message]) -> list[list[Message]]:
-    """Split unpinned messages into turns: each starts at a user message."""
+    """Split unpinned messages into turns: each starts at a user message, or at the pages brought
+    in for it just before (so they stay and leave with their turn)."""
     turns: list[list[Message]] = []
+    opened_by_page_in = False
+    previous: Message | None = None
     for message in messages:
-        if message.role == "user" or not turns:
+        if is_paged_in(message, previous):
+            if not opened_by_page_in:
+                turns.append([])
+                opened_by_page_in = True
+            turns[-1].append(message)
+        elif message.role == "user" and opened_by_page_in:
+            turns[-1].append(message)
+            opened_by_page_in = False
+        elif message.role == "user" or not turns:
             turns.append([message])
+            opened_by_page_in = False
         else:
             turns[-1].append(message)
+            opened_by_page_in = False
+        previous = message
     return turns
 
 

@@ -19,7 +19,8 @@ from . import events
 from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_message
-from .paging import Pager, PagingRecord, RamReport, fit, pages_of, recall_message
+from .devices import Untrusted
+from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
@@ -40,7 +41,7 @@ class TurnOptions:
     max_answer_tokens: int = 512
     max_call_tokens: int = 200
     ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
-    recall_chars: int = 600  # how much recalled memory is paged in before a turn
+    recall_chars: int = 1000  # how much recalled memory is paged in before a turn (a document chunk fits)
 
 
 @dataclass
@@ -102,9 +103,16 @@ def page_in(svc: TurnServices, proc: Process, query: str) -> None:
     except Exception as exc:
         log.warning("process %d: paging in failed: %s", proc.pid, exc)
         return
-    if texts:
-        append(svc, proc, recall_message(texts))
-        _paged(svc, proc, PagingRecord("in", "relevant to the new request", len(texts), summaries=tuple(texts)))
+    own = [t for t in texts if isinstance(t, str)]
+    outside = [t for t in texts if isinstance(t, Untrusted)]  # document text: data, never instructions
+    if own:
+        append(svc, proc, recall_message(own))
+    if outside:
+        proc.tainted = True
+        append(svc, proc, Message("tool", "\n\n".join(str(t.value) for t in outside), call=RECALL_CALL, trusted=False))
+    if own or outside:
+        _paged(svc, proc, PagingRecord("in", "relevant to the new request", len(own) + len(outside),
+                                       summaries=tuple([*own, *(str(t.value) for t in outside)])))
 
 
 def _paged(svc: TurnServices, proc: Process, record: PagingRecord) -> None:

@@ -64,6 +64,17 @@ class Hit:
     similarity: float | None = None  # cosine similarity to the query, when the vector search found it
 
 
+def _http_address(url: str) -> dict[str, Any]:
+    """``http(s)://host[:port]`` -> chromadb.HttpClient's host, port and ssl; StoreError if not a URL."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise StoreError(f"memory store {url}: not an http(s)://host:port address")
+    ssl = parts.scheme == "https"
+    return {"host": parts.hostname, "port": parts.port or (443 if ssl else 8000), "ssl": ssl}
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
@@ -72,8 +83,12 @@ def _one_line(exc: BaseException) -> str:
 class DiskStore:
     """A chromadb folder with the ``memories`` and ``documents`` collections and hybrid search."""
 
-    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None, *,
+                 url: str | None = None) -> None:
+        """A store in the folder ``path``; with ``url`` (``http://host:port``) the collections live
+        on that Chroma server (``chromadb.HttpClient``) and ``path`` only keeps the generation token."""
         self.path = Path(path).expanduser()
+        self.url = url or None
         self._lock = threading.RLock()
         self._embedder = embedder
         self._indexes: dict[str, BM25Index] = {}
@@ -95,9 +110,15 @@ class DiskStore:
             raise StoreError(f"memory store {self.path}: the chromadb package is missing ({exc})") from None
         self._ef = ChromaEmbeddingFunction(embedder)
         with self._guard("cannot open the store"):
-            self._client = chromadb.PersistentClient(
-                path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
-            )
+            settings = Settings(anonymized_telemetry=False, allow_reset=False)
+            if self.url:
+                address = _http_address(self.url)
+                try:
+                    self._client = chromadb.HttpClient(**address, settings=settings)
+                except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
+                    raise StoreError(f"memory store {self.where}: cannot open the store: {_one_line(exc)}") from None
+            else:
+                self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collections = {name: self._open_collection(name) for name in COLLECTIONS}
             for collection in self._collections.values():
                 collection.count()  # reads the database now: corruption shows here, not later
@@ -105,12 +126,17 @@ class DiskStore:
     # --- plumbing -----------------------------------------------------------------------------
 
     @property
+    def where(self) -> str:
+        """What error messages name: the server's URL, or the folder."""
+        return f"{self.url} (Chroma server)" if self.url else str(self.path)
+
+    @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             try:
                 self._embedder = default_embedder()
             except EmbedderError as exc:
-                raise StoreError(f"memory store {self.path}: {exc}") from None
+                raise StoreError(f"memory store {self.where}: {exc}") from None
         return self._embedder
 
     @contextlib.contextmanager
@@ -123,11 +149,11 @@ class DiskStore:
         except ValueError:
             raise  # our own argument errors and chromadb's validation errors stay what they are
         except Exception as exc:
-            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            raise StoreError(f"memory store {self.path}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
 
     def _open_collection(self, name: str) -> Any:
         return self._client.get_or_create_collection(
@@ -150,6 +176,21 @@ class DiskStore:
                     self._client.close()
                 self._client = None
                 self._collections = {}
+
+    @staticmethod
+    def drop_cached(path: str | os.PathLike[str]) -> None:
+        """Forget chromadb's in-process cache of the folder ``path`` (chromadb shares one system
+        per folder): after a folder was moved aside, a new store there must not reuse it."""
+        try:
+            from chromadb.api.shared_system_client import SharedSystemClient
+        except ImportError:  # pragma: no cover - chromadb is a dependency
+            return
+        key = str(Path(path).expanduser())
+        system = SharedSystemClient._identifier_to_system.pop(key, None)
+        SharedSystemClient._identifier_to_refcount.pop(key, None)
+        if system is not None:
+            with contextlib.suppress(Exception):
+                system.stop()
 
     def __enter__(self) -> "DiskStore":
         return self
@@ -290,7 +331,10 @@ class DiskStore:
         new_ids = list(ids) if ids is not None else [uuid.uuid4().hex[:12] for _ in texts]
         if len(new_ids) != len(texts) or (metadatas is not None and len(metadatas) != len(texts)):
             raise ValueError("texts, metadatas and ids must have the same length")
-        vectors = self.embedder.embed_array(texts) if embeddings is None else embeddings
+        import numpy as np
+
+        # a float32 array goes to chromadb as it is (lists of Python floats cost a third of an add)
+        vectors = np.asarray(self.embedder.embed_array(texts) if embeddings is None else embeddings, dtype=np.float32)
         with self._lock, self._guard("cannot write"):
             target = self._collection(collection)
             batch = max(1, min(1000, self._client.get_max_batch_size()))
@@ -300,7 +344,7 @@ class DiskStore:
                     ids=new_ids[start:end],
                     documents=texts[start:end],
                     metadatas=metas[start:end],
-                    embeddings=[list(map(float, v)) for v in vectors[start:end]],
+                    embeddings=vectors[start:end],
                 )
 
             def update() -> None:
@@ -354,6 +398,12 @@ class DiskStore:
         """Ids of the entries whose metadata match ``where`` (chromadb's filter syntax)."""
         with self._lock, self._guard("cannot read"):
             return list(self._collection(collection).get(where=dict(where), include=[])["ids"])
+
+    def ids_with_text(self, text: str, collection: str = "documents") -> list[str]:
+        """Ids of the entries of ``collection`` whose text is exactly ``text``."""
+        with self._lock, self._guard("cannot read"):
+            got = self._collection(collection).get(where_document={"$contains": text}, include=["documents"])
+        return [i for i, doc in zip(got["ids"], got["documents"]) if doc == text]
 
     def get(self, id: str) -> Hit | None:  # noqa: A002
         """The entry ``id``, or None."""
@@ -433,7 +483,7 @@ class DiskStore:
                 with contextlib.suppress(OSError):
                     size += os.path.getsize(os.path.join(root, name))
         return {
-            "path": str(self.path),
+            "path": self.where,
             "collections": counts,
             "total": sum(counts.values()),
             "bytes": size,

@@ -56,7 +56,9 @@ class Embedder:
 
     dimensions = DIMENSIONS
 
-    def __init__(self, *, batch_size: int = 32, threads: int | None = None) -> None:
+    # batch 8: 1.4x the chunks/s of batch 32 on ~800-character chunks (4.8 vs 3.4 /s, interleaved,
+    # on a loaded 2-core machine): smaller attention tensors stay in cache
+    def __init__(self, *, batch_size: int = 8, threads: int | None = None) -> None:
         try:
             import numpy as np
             import onnxruntime as ort

@@ -24,6 +24,8 @@ import json
 import re
 import sqlite3
 import threading
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,10 @@ from llmos.kernel import events
 from llmos.kernel.process import Message
 
 TITLE_CHARS = 60
+# A streaming answer is written to its (partial) row at its first piece, then every this many
+# pieces or seconds, whichever comes first: a SIGKILL loses at most that much of it.
+PARTIAL_PIECES = 16
+PARTIAL_SECONDS = 0.25
 
 # (name, sql). Append only: never edit, rename or reorder an entry that has shipped.
 MIGRATIONS: list[tuple[str, str]] = [
@@ -80,6 +86,46 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE conversations ADD COLUMN forked_at INTEGER;
         CREATE INDEX conversations_by_parent ON conversations(parent);
     """),
+    # memory (issue 3): the RAM inspector's view of each kernel process, what was paged and why,
+    # answers journaled while they stream (partial = 1 until final), files ingested into the store
+    ("0004_memory_ram_paging_partial_ingest", """
+        CREATE TABLE processes (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation TEXT,
+            pid          INTEGER NOT NULL,
+            name         TEXT NOT NULL,
+            started      TEXT NOT NULL,
+            updated      TEXT NOT NULL,
+            ram          TEXT
+        );
+        CREATE INDEX processes_by_conversation ON processes(conversation);
+        CREATE TABLE paging (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            process       INTEGER NOT NULL REFERENCES processes(id),
+            conversation  TEXT,
+            direction     TEXT NOT NULL,
+            reason        TEXT NOT NULL,
+            messages      INTEGER NOT NULL,
+            tokens_before INTEGER NOT NULL,
+            tokens_after  INTEGER NOT NULL,
+            summaries     TEXT NOT NULL,
+            created       TEXT NOT NULL
+        );
+        CREATE INDEX paging_by_process ON paging(process);
+        ALTER TABLE messages ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE ingested (
+            source   TEXT PRIMARY KEY,
+            format   TEXT NOT NULL,
+            chunks   INTEGER NOT NULL,
+            bytes    INTEGER NOT NULL,
+            created  TEXT NOT NULL
+        );
+        CREATE TABLE forgotten (
+            id       TEXT PRIMARY KEY,
+            text     TEXT NOT NULL,
+            created  TEXT NOT NULL
+        );
+    """),
 ]
 
 _NAME = re.compile(r"^[0-9a-z_]+$")
@@ -117,6 +163,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+@dataclass
+class _Streaming:
+    """An answer being streamed by one process: its journal row once written, its text so far."""
+
+    conversation: str
+    seq: int | None = None
+    pieces: list[str] = field(default_factory=list)
+    pending: int = 0
+    flushed: float = 0.0
+
+
 class Journal:
     """Conversations, messages and system calls in ``path`` (created with its folder if missing)."""
 
@@ -124,6 +181,8 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._conversations: dict[int, str] = {}  # pid -> conversation, for SyscallFinished
+        self._processes: dict[int, int] = {}  # pid -> row of the processes table (this kernel's run)
+        self._streaming: dict[int, _Streaming] = {}  # pid -> the answer it is streaming
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
@@ -209,16 +268,29 @@ class Journal:
 
     def observe(self, event: events.Event) -> None:
         """Record ``event`` if it is worth keeping; each record is committed before this returns."""
-        if isinstance(event, events.MessageAppended):
-            self.append(event.conversation, Message(event.role, event.content, event.call, event.trusted),
-                        pid=event.pid)
+        if isinstance(event, events.Token):
+            self._stream(event)
+        elif isinstance(event, events.MessageAppended):
+            message = Message(event.role, event.content, event.call, event.trusted)
+            streaming = self._streaming.pop(event.pid, None)
+            if streaming is not None and streaming.seq is not None and event.role == "assistant" and not event.call:
+                self._finish_partial(streaming, message.content)
+            else:
+                self.append(event.conversation, message, pid=event.pid)
         elif isinstance(event, events.ProcessCreated):
             if event.conversation:
                 self._conversations[event.pid] = event.conversation
                 if not event.resumed:
                     self._transaction(lambda now: self._ensure_conversation(event.conversation, event.name, now))
+            self._new_process(event.pid, event.name, event.conversation)
         elif isinstance(event, events.SyscallFinished):
             self._record_syscall(event)
+        elif isinstance(event, events.Paged):
+            self._record_paging(event)
+        elif isinstance(event, events.RamSnapshot):
+            self._record_ram(event)
+        elif isinstance(event, (events.TurnFinished, events.ProcessFailed)):
+            self._streaming.pop(event.pid, None)  # a cut answer keeps its row, marked partial
 
     def _transaction(self, work: Any) -> Any:
         with self._lock:
@@ -235,8 +307,9 @@ class Journal:
         self._db.execute("INSERT OR IGNORE INTO conversations (id, name, created, updated) VALUES (?, ?, ?, ?)",
                          (conversation, name, now, now))
 
-    def append(self, conversation: str, message: Message, *, pid: int | None = None) -> int:
-        """Add ``message`` at the end of ``conversation`` (created if new); returns its seq."""
+    def append(self, conversation: str, message: Message, *, pid: int | None = None, partial: bool = False) -> int:
+        """Add ``message`` at the end of ``conversation`` (created if new); returns its seq.
+        ``partial``: an answer still being streamed (see :meth:`update_partial`)."""
         if pid is not None:
             self._conversations.setdefault(pid, conversation)
 
@@ -245,9 +318,10 @@ class Journal:
             seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation = ?",
                                    (conversation,)).fetchone()[0]
             self._db.execute(
-                "INSERT INTO messages (conversation, seq, role, content, call, trusted, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (conversation, seq, message.role, message.content, message.call, int(message.trusted), now),
+                "INSERT INTO messages (conversation, seq, role, content, call, trusted, created, partial) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (conversation, seq, message.role, message.content, message.call, int(message.trusted), now,
+                 int(partial)),
             )
             self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation))
             if message.role == "user":
@@ -256,6 +330,84 @@ class Journal:
             return seq
 
         return self._transaction(work)
+
+    def update_partial(self, conversation: str, seq: int, content: str, *, final: bool = False) -> None:
+        """Rewrite the streamed answer at ``seq``; ``final`` clears its partial mark."""
+        def work(now: str) -> None:
+            self._db.execute("UPDATE messages SET content = ?, partial = ? WHERE conversation = ? AND seq = ?",
+                             (content, 0 if final else 1, conversation, seq))
+            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation))
+
+        self._transaction(work)
+
+    def _stream(self, event: events.Token) -> None:
+        """A piece of an answer: journal the answer so far, batched (PARTIAL_PIECES, PARTIAL_SECONDS)."""
+        conversation = self._conversations.get(event.pid)
+        if not conversation:
+            return
+        streaming = self._streaming.setdefault(event.pid, _Streaming(conversation))
+        streaming.pieces.append(event.text)
+        streaming.pending += 1
+        now = time.monotonic()
+        if streaming.seq is not None and streaming.pending < PARTIAL_PIECES and now - streaming.flushed < PARTIAL_SECONDS:
+            return
+        text = "".join(streaming.pieces).strip()
+        if streaming.seq is None:
+            streaming.seq = self.append(conversation, Message("assistant", text), pid=event.pid, partial=True)
+        else:
+            self.update_partial(conversation, streaming.seq, text)
+        streaming.pending, streaming.flushed = 0, now
+
+    def _finish_partial(self, streaming: _Streaming, content: str) -> None:
+        assert streaming.seq is not None
+        self.update_partial(streaming.conversation, streaming.seq, content, final=True)
+
+    def _new_process(self, pid: int, name: str, conversation: str) -> int:
+        def work(now: str) -> int:
+            cursor = self._db.execute(
+                "INSERT INTO processes (conversation, pid, name, started, updated) VALUES (?, ?, ?, ?, ?)",
+                (conversation or None, pid, name, now, now))
+            return int(cursor.lastrowid)
+
+        self._processes[pid] = self._transaction(work)
+        return self._processes[pid]
+
+    def _process_row(self, pid: int) -> int:
+        """The processes row of ``pid`` (made now if the journal was attached after the spawn)."""
+        row = self._processes.get(pid)
+        return row if row is not None else self._new_process(pid, "", self._conversations.get(pid, ""))
+
+    def _record_paging(self, event: events.Paged) -> None:
+        row = self._process_row(event.pid)
+        conversation = self._conversations.get(event.pid)
+
+        def work(now: str) -> None:
+            self._db.execute(
+                "INSERT INTO paging (process, conversation, direction, reason, messages, tokens_before, "
+                "tokens_after, summaries, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row, conversation, event.direction, event.reason, event.messages, event.tokens_before,
+                 event.tokens_after, json.dumps(list(event.summaries), ensure_ascii=False), now))
+            self._db.execute("UPDATE processes SET updated = ? WHERE id = ?", (now, row))
+
+        self._transaction(work)
+
+    def _record_ram(self, event: events.RamSnapshot) -> None:
+        row = self._process_row(event.pid)
+        report = json.dumps(event.report.as_dict(), ensure_ascii=False, default=str)
+        self._transaction(lambda now: self._db.execute(
+            "UPDATE processes SET ram = ?, updated = ? WHERE id = ?", (report, now, row)))
+
+    def record_ingest(self, source: str, fmt: str, chunks: int, size: int) -> None:
+        """A file was ingested into the memory store (``llmos memory reindex`` reads it again)."""
+        self._transaction(lambda now: self._db.execute(
+            "INSERT OR REPLACE INTO ingested (source, format, chunks, bytes, created) VALUES (?, ?, ?, ?, ?)",
+            (source, fmt, int(chunks), int(size), now)))
+
+    def record_forget(self, entry_id: str, text: str) -> None:
+        """An entry was deleted from the memory store (by ``llmos memory forget``): a reindex
+        must not bring it back."""
+        self._transaction(lambda now: self._db.execute(
+            "INSERT OR REPLACE INTO forgotten (id, text, created) VALUES (?, ?, ?)", (entry_id, text, now)))
 
     def _record_syscall(self, event: events.SyscallFinished) -> None:
         conversation = self._conversations.get(event.pid)
@@ -297,15 +449,17 @@ class Journal:
                "(SELECT COUNT(*) FROM messages m WHERE m.conversation = c.id) AS n FROM conversations c")
         if not include_empty:
             sql += " WHERE EXISTS (SELECT 1 FROM messages m WHERE m.conversation = c.id)"
-        sql += " ORDER BY c.updated DESC, c.rowid DESC"
+        rows = self._select_limited(sql + " ORDER BY c.updated DESC, c.rowid DESC", limit)
+        return [{"id": r[0], "title": r[1], "name": r[2], "created": r[3], "updated": r[4], "messages": r[5]}
+                for r in rows]
+
+    def _select_limited(self, sql: str, limit: int | None) -> list[tuple[Any, ...]]:
         params: tuple[Any, ...] = ()
         if limit is not None:
             sql += " LIMIT ?"
             params = (int(limit),)
         with self._lock:
-            rows = list(self._db.execute(sql, params))
-        return [{"id": r[0], "title": r[1], "name": r[2], "created": r[3], "updated": r[4], "messages": r[5]}
-                for r in rows]
+            return list(self._db.execute(sql, params))
 
     def conversation(self, ident: str) -> dict[str, Any]:
         cid = self.resolve(ident)
@@ -314,14 +468,110 @@ class Journal:
     def _rows(self, cid: str) -> list[tuple[Any, ...]]:
         with self._lock:
             return list(self._db.execute(
-                "SELECT seq, role, content, call, trusted, created FROM messages WHERE conversation = ? "
+                "SELECT seq, role, content, call, trusted, created, partial FROM messages WHERE conversation = ? "
                 "ORDER BY seq", (cid,)))
 
     def messages(self, ident: str) -> list[Message]:
         """The conversation's user, assistant and tool messages in order (boot messages are not
-        journaled: the kernel puts them in at spawn), ready for ``Kernel.spawn(history=...)``."""
+        journaled: the kernel puts them in at spawn), ready for ``Kernel.spawn(history=...)``.
+        An answer cut off while it streamed (a crash) is there with the text it had reached."""
         return [Message(role, content, call, bool(trusted))
-                for _, role, content, call, trusted, _ in self._rows(self.resolve(ident))]
+                for _, role, content, call, trusted, _, _ in self._rows(self.resolve(ident))]
+
+    def partial_answers(self, ident: str) -> list[int]:
+        """Seqs of the conversation's answers that were cut off while they streamed."""
+        return [seq for seq, *_, partial in self._rows(self.resolve(ident)) if partial]
+
+    # --- reading: processes, RAM snapshots and paging (llmos memory ram) -----------------------
+
+    def processes(self, limit: int | None = 20) -> list[dict[str, Any]]:
+        """Kernel processes seen by this journal, the latest first (``has_ram``: a snapshot exists)."""
+        sql = ("SELECT p.id, p.pid, p.name, p.conversation, p.started, p.updated, p.ram IS NOT NULL, "
+               "COALESCE(c.title, '') FROM processes p LEFT JOIN conversations c ON c.id = p.conversation "
+               "ORDER BY p.updated DESC, p.id DESC")
+        rows = self._select_limited(sql, limit)
+        return [{"process": r[0], "pid": r[1], "name": r[2], "conversation": r[3], "started": r[4],
+                 "updated": r[5], "has_ram": bool(r[6]), "title": r[7]} for r in rows]
+
+    def ram(self, ident: str | None = None) -> dict[str, Any]:
+        """The latest RAM snapshot of a process and every paging record of it.
+
+        ``ident``: None for the latest process that has a snapshot; a number for that row of
+        ``processes`` (as :meth:`processes` and ``llmos memory ram`` show it); otherwise a
+        conversation id (or prefix), meaning its latest process. Raises JournalError if none.
+        """
+        with self._lock:
+            if ident is None:
+                row = self._db.execute("SELECT id FROM processes WHERE ram IS NOT NULL "
+                                       "ORDER BY updated DESC, id DESC LIMIT 1").fetchone()
+                if row is None:
+                    raise JournalError("no process has recorded its RAM yet: chat first (llmos chat)")
+            elif ident.strip().isdigit():  # a process number, or a conversation id that starts with digits
+                row = self._db.execute("SELECT id FROM processes WHERE id = ?", (int(ident),)).fetchone()
+            else:
+                row = None
+        if row is None:
+            try:
+                cid = self.resolve(ident or "")
+            except JournalError:
+                if not (ident or "").strip().isdigit():
+                    raise
+                raise JournalError(f"no process {ident.strip()} in the journal {self.path} "
+                                   "(llmos memory ram --list shows them)") from None
+            with self._lock:
+                row = self._db.execute("SELECT id FROM processes WHERE conversation = ? "
+                                       "ORDER BY updated DESC, id DESC LIMIT 1", (cid,)).fetchone()
+            if row is None:
+                raise JournalError(f"conversation {cid[:8]} has no process with a recorded RAM")
+        with self._lock:
+            pid, name, conversation, started, updated, ram = self._db.execute(
+                "SELECT pid, name, conversation, started, updated, ram FROM processes WHERE id = ?",
+                (row[0],)).fetchone()
+            paging = [
+                {"direction": d, "reason": why, "messages": n, "tokens_before": tb, "tokens_after": ta,
+                 "summaries": json.loads(summaries), "created": at}
+                for d, why, n, tb, ta, summaries, at in self._db.execute(
+                    "SELECT direction, reason, messages, tokens_before, tokens_after, summaries, created "
+                    "FROM paging WHERE process = ? ORDER BY id", (row[0],))
+            ]
+            title = ""
+            if conversation:
+                found = self._db.execute("SELECT title FROM conversations WHERE id = ?", (conversation,)).fetchone()
+                title = found[0] if found else ""
+        report = json.loads(ram) if ram else None
+        return {"process": row[0], "pid": pid, "name": name, "conversation": conversation, "title": title,
+                "started": started, "updated": updated, "ram": report, "paging": paging}
+
+    # --- reading: what the memory store was given (llmos memory reindex) -----------------------
+
+    def ingested(self) -> list[dict[str, Any]]:
+        """The files ingested into the memory store, oldest first."""
+        with self._lock:
+            rows = list(self._db.execute("SELECT source, format, chunks, bytes, created FROM ingested "
+                                         "ORDER BY created, source"))
+        return [{"source": r[0], "format": r[1], "chunks": r[2], "bytes": r[3], "created": r[4]} for r in rows]
+
+    def paged_out(self) -> list[dict[str, Any]]:
+        """Every summary written to disk when turns left a context window, oldest first."""
+        with self._lock:
+            rows = list(self._db.execute("SELECT conversation, summaries, created FROM paging "
+                                         "WHERE direction = 'out' ORDER BY id"))
+        return [{"conversation": c, "summary": text, "created": at}
+                for c, summaries, at in rows for text in json.loads(summaries)]
+
+    def forgotten(self) -> dict[str, str]:
+        """id -> text of the entries deleted with ``llmos memory forget``."""
+        with self._lock:
+            return dict(self._db.execute("SELECT id, text FROM forgotten"))
+
+    def memory_calls(self) -> list[dict[str, Any]]:
+        """The memory device's successful remember and forget calls, in the order they ran."""
+        with self._lock:
+            rows = list(self._db.execute(
+                "SELECT call, arguments, result, conversation, created FROM syscalls "
+                "WHERE device = 'memory' AND ok = 1 AND call IN ('remember', 'forget') ORDER BY id"))
+        return [{"call": c, "arguments": json.loads(a), "result": json.loads(r) if r else None,
+                 "conversation": conv, "created": at} for c, a, r, conv, at in rows]
 
     def syscalls(self, ident: str) -> list[dict[str, Any]]:
         cid = self.resolve(ident)
@@ -342,14 +592,17 @@ class Journal:
         if fmt == "json":
             return json.dumps({
                 **info,
-                "messages": [{"seq": s, "role": r, "content": c, "call": call, "trusted": bool(t), "created": at}
-                             for s, r, c, call, t, at in rows],
+                "messages": [{"seq": s, "role": r, "content": c, "call": call, "trusted": bool(t), "created": at,
+                              "partial": bool(partial)}
+                             for s, r, c, call, t, at, partial in rows],
                 "syscalls": self.syscalls(info["id"]),
             }, ensure_ascii=False, indent=2)
         out = [f"# {info['title'] or '(untitled)'}", "",
                f"Conversation `{info['id']}`, started {info['created']}, last message {info['updated']}.", ""]
-        for _, role, content, call, trusted, at in rows:
-            if role == "assistant" and call:
+        for _, role, content, call, trusted, at, partial in rows:
+            if partial:
+                out += ["**Assistant** (cut off while answering):", "", content, ""]
+            elif role == "assistant" and call:
                 out += [f"**Assistant** calls `{call}`:", "", "```json", content, "```", ""]
             elif role == "tool":
                 trust = "trusted" if trusted else "untrusted"

@@ -37,37 +37,82 @@ def summarise(turn: list[Message]) -> str:
 
 
 class DiskPager:
-    """A :class:`llmos.kernel.paging.Pager` over a :class:`llmos.memory.disk.DiskStore` (opened on first use)."""
+    """A :class:`llmos.kernel.paging.Pager` over a :class:`llmos.memory.disk.DiskStore` (opened on first use).
 
-    def __init__(self, store_path: Path) -> None:
+    Page-out returns the summaries at once and writes them (embedding + chromadb) on a worker
+    thread, so the turn does not wait: the write overlaps the answer being generated. The next
+    page-in waits for pending writes first, so it always sees them. Nothing is lost if the process
+    dies meanwhile: the journal keeps every paged-out summary, and ``llmos memory reindex``
+    restores them.
+    """
+
+    def __init__(self, store_path: Path, url: str | None = None) -> None:
         self.store_path = store_path
+        self.url = url or None  # a Chroma server instead of the local folder
         self._store: Any = None
         self._lock = threading.Lock()
+        self._writer: Any = None  # a one-thread executor, made on the first page-out
+        self._pending: list[Any] = []
+
+    def _write(self, conversation: str, summaries: list[str]) -> None:
+        store = self._disk()
+        for summary in summaries:
+            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every paged-out summary is on disk (a failed write is logged)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            try:
+                future.result(timeout)
+            except Exception as exc:  # the journal still has the summary: reindex restores it
+                log.warning("paging out to %s failed: %s", self.store_path, exc)
 
     def _disk(self) -> Any:
         with self._lock:
             if self._store is None:
                 from llmos.memory.disk import DiskStore
 
-                self._store = DiskStore(self.store_path)
+                self._store = DiskStore(self.store_path, url=self.url)
             return self._store
 
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
         summaries = [summarise(turn) for turn in turns]
-        store = self._disk()
-        for summary in summaries:
-            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+        with self._lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-pager")
+            self._pending.append(self._writer.submit(self._write, conversation, summaries))
         return summaries
 
-    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[str]:
+    def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
+        """Relevant memories as text; passages of ingested documents as :class:`Untrusted`, each
+        naming its file (so the answer can name it too)."""
+        from llmos.kernel.devices import Untrusted
+
+        self.flush()
         hits = self._disk().search(query, k=5, collection="all")
-        texts: list[str] = []
+        texts: list[Any] = []
         used = 0
         for hit in hits:
             if hit.similarity is None or hit.similarity < MIN_SIMILARITY:
                 continue
-            if used + len(hit.text) > budget_chars:
-                break
-            texts.append(hit.text)
-            used += len(hit.text)
+            text = passage(hit) if hit.collection == "documents" else hit.text
+            if used + len(text) > budget_chars:
+                if texts:
+                    continue  # a shorter one further down may still fit
+                text = text[: max(0, budget_chars - 3)].rsplit(" ", 1)[0] + "..."  # the best one, cut
+                if len(text) <= 3:
+                    break
+            untrusted = hit.collection == "documents" or hit.metadata.get("provenance") == "untrusted"
+            texts.append(Untrusted(text, source=str(hit.metadata.get("source", ""))) if untrusted else text)
+            used += len(text)
         return texts
+
+
+def passage(hit: Any) -> str:
+    """A document chunk with the name of its file first: ``From the file trip.md: ...``."""
+    name = Path(str(hit.metadata.get("source", "a document"))).name
+    return f"From the file {name}: {' '.join(hit.text.split())}"

@@ -6,7 +6,8 @@ one by id. Recall also searches the documents added with ``llmos memory add``; a
 contains document text is marked untrusted (files are outside data).
 
 The store lives in the device's own folder: ``<data_dir>/devices/memory/chroma``, the same one
-``llmos memory`` uses.
+``llmos memory`` uses, or on a Chroma server when the config sets ``chroma_url`` (the device's
+``chroma_url`` setting).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _store() -> Any:
             from llmos.memory.disk import DiskStore, StoreError
 
             try:
-                _state.store = DiskStore(_state.path)
+                _state.store = DiskStore(_state.path, url=_state.settings.get("chroma_url") or None)
             except StoreError as exc:
                 raise DeviceError(str(exc)) from None
         return _state.store

@@ -132,3 +132,17 @@ def test_dentist_across_two_conversations_with_eviction_on_the_real_model(real_b
         kernel.shutdown(close_backend=False)
     assert any(isinstance(e, events.Paged) and e.direction == "in" and e.pid == second for e in seen)
     assert "friday" in answer.lower() and "3" in answer, answer
+
+
+def test_pages_brought_in_for_a_turn_stay_and_leave_with_it():
+    from llmos.kernel.paging import RECALL_CALL, recall_message
+
+    recalled = recall_message(["the user's sister lives in Bergen"])
+    passage = Message("tool", "From the file trip.md: ...", call=RECALL_CALL, trusted=False)
+    turn1 = [Message("user", "hello"), Message("assistant", "hi")]
+    turn2 = [recalled, passage, Message("user", "where does my sister live"),
+             Message("assistant", '{"query": "sister"}', call=RECALL_CALL),
+             Message("tool", "sister: Bergen", call=RECALL_CALL, trusted=False), Message("assistant", "Bergen")]
+    assert turns_of([*turn1, *turn2]) == [turn1, turn2]  # a called recall's result stays in its turn
+    kept, eviction = fit([Message("system", "boot"), *turn1, *turn2], 1, budget=1, count=words)
+    assert kept[1:] == turn2 and eviction is not None and eviction.turns == [turn1]

@@ -259,6 +259,45 @@ def test_cli_corrupt_journal_is_one_line_and_exit_1(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and str(tmp_path / "journal.sqlite3") in done.stderr
 
 
+def test_a_streaming_answer_is_journaled_as_partial_and_made_final(tmp_path, monkeypatch):
+    from llmos.memory import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "PARTIAL_SECONDS", 60.0)  # flush by pieces only
+    path = tmp_path / "journal.sqlite3"
+    answer = " ".join(f"w{i}" for i in range(40))
+    backend = ScriptedBackend([f"ANSWER: {answer}"])
+    kernel = Kernel(backend, DeviceRegistry.from_entry_points())
+    journal = attach_journal(kernel, path)
+    seen: list[tuple[int, str, int]] = []
+    streamed: list[str] = []
+    reader = Journal(path)
+
+    def watch(event):  # after the journal: what another OS process would read at this moment
+        if isinstance(event, events.Token):
+            streamed.append(event.text)
+            cid = next(iter(journal._conversations.values()))
+            rows = reader._rows(cid)
+            seen.append((len(rows), rows[-1][2], rows[-1][6]))
+
+    kernel.bus.subscribe(watch)
+    kernel.start()
+    try:
+        pid = kernel.spawn("chat")
+        result = kernel.submit(pid, "Count for me.").result(10)
+        cid = next(p["conversation"] for p in kernel.processes() if p["pid"] == pid)
+    finally:
+        kernel.shutdown()
+    assert result.answer == answer
+    assert all(rows == 2 and partial == 1 for rows, _, partial in seen)  # the row exists from the first piece
+    for n, (_, content, _) in enumerate(seen):
+        assert content == "".join(streamed[: 1 + 16 * (n // 16)]).strip(), n  # rewritten every 16 pieces
+    assert len({content for _, content, _ in seen}) >= 3
+    assert [(m.role, m.content) for m in journal.messages(cid)] == [("user", "Count for me."), ("assistant", answer)]
+    assert journal.partial_answers(cid) == []  # final: one row, no longer partial
+    reader.close()
+    journal.close()
+
+
 # --- SIGKILL in the middle of a reply ---------------------------------------------------------------
 
 HELPER = textwrap.dedent("""
@@ -278,7 +317,7 @@ HELPER = textwrap.dedent("""
     def ready(event):  # subscribed after the journal: the message is already committed
         if isinstance(event, events.MessageAppended) and event.content == "Tell me a long story.":
             print("READY", event.conversation, flush=True)
-        if isinstance(event, events.Token) and event.text.startswith("word3"):
+        if isinstance(event, events.Token) and event.text.startswith("word40 "):
             print("STREAMING", flush=True)
 
     kernel.bus.subscribe(ready)
@@ -291,7 +330,7 @@ HELPER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_mid_reply_loses_no_committed_message(tmp_path):
+def test_sigkill_mid_reply_loses_no_committed_message_and_keeps_the_partial_answer(tmp_path, capsys):
     script = tmp_path / "helper.py"
     script.write_text(HELPER)
     path = tmp_path / "journal.sqlite3"
@@ -319,10 +358,23 @@ def test_sigkill_mid_reply_loses_no_committed_message(tmp_path):
 
     journal = Journal(path)
     assert journal.integrity_check() == "ok"
-    assert [(m.role, m.content) for m in journal.messages(cid)] == [
+    messages = journal.messages(cid)
+    assert [(m.role, m.content) for m in messages[:3]] == [
         ("user", "My code word is heron."), ("assistant", "Noted: heron."), ("user", "Tell me a long story."),
     ]
+    # the answer that was streaming when the process died is kept as far as it was journaled
+    assert len(messages) == 4 and messages[3].role == "assistant"
+    story = " ".join(f"word{i}" for i in range(5000))
+    partial = messages[3].content
+    assert story.startswith(partial) and len(partial.split()) >= 24, partial
+    assert journal.partial_answers(cid) == [4]
+    assert "cut off while answering" in journal.export(cid, "md")
+    assert json.loads(journal.export(cid, "json"))["messages"][3]["partial"] is True
     journal.close()
+    from llmos.app import history_cli
+
+    assert history_cli.resume(Config(data_dir=str(tmp_path)), cid[:8])["history"][3].content == partial
+    assert "the last answer was cut off" in capsys.readouterr().err
 
     # a new kernel continues the conversation where it was cut
     backend = ScriptedBackend(["ANSWER: Your code word is heron."])
@@ -334,7 +386,9 @@ def test_sigkill_mid_reply_loses_no_committed_message(tmp_path):
         kernel.shutdown()
     assert result.answer == "Your code word is heron."
     assert "My code word is heron." in backend.history[-1] and "Tell me a long story." in backend.history[-1]
+    assert partial in backend.history[-1]  # the resumed process sees what it had begun to say
     assert [m.content for m in journal.messages(cid)][-2:] == ["What was my code word?", "Your code word is heron."]
+    assert journal.partial_answers(cid) == [4]  # only the cut answer is marked partial
     assert journal.integrity_check() == "ok"
 
 
