@@ -226,6 +226,10 @@ class ChatWindow(QMainWindow):
         self.progress.setTextVisible(False)
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
+        from llmos.app.voice_widget import VoiceWidget, default_loop_factory, default_source  # voice mode
+
+        self.voice = VoiceWidget(default_loop_factory(self.kernel), default_source)
+        self.statusBar().addPermanentWidget(self.voice)
         self.input.setFocus()
 
     def _connect(self) -> None:
@@ -243,6 +247,10 @@ class ChatWindow(QMainWindow):
         self.input.submitted.connect(self.send)
         self.send_button.clicked.connect(self.send)
         self.stop_button.clicked.connect(self.stop)
+        self.voice.transcript.connect(self.transcript.add_user)  # voice turns show like typed ones
+        self.voice.turn_done.connect(lambda done: (self.transcript.add_model_header(),
+                                                   self.transcript.append_reply(done.answer)))
+        self.voice.failed.connect(lambda message: self.transcript.add_note(f"Voice: {message}", error=True))
 
     # --- state -------------------------------------------------------------------------------
 
@@ -413,6 +421,7 @@ class ChatWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         if self._future is not None and self.pid is not None:
             self.bridge.stop(self.pid)
+        self.voice.shutdown()
         self.bridge.close()
         super().closeEvent(event)
 
