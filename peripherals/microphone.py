@@ -51,6 +51,7 @@ class StreamSource:
         self._ended = False
         self._next_at: float | None = None
         self.position_s = 0.0  # stream time of the next frame
+        self.started_at: float | None = None  # monotonic time of the first read (stream time 0)
         self.pushed_at_s: list[float] = []  # stream time at which each push starts to be heard
 
     def push(self, audio: Audio) -> float:
@@ -73,7 +74,7 @@ class StreamSource:
         if self.realtime:
             now = time.monotonic()
             if self._next_at is None:
-                self._next_at = now
+                self._next_at = self.started_at = now
             delay = self._next_at - now
             if delay > 0:
                 time.sleep(delay)

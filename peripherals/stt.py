@@ -106,8 +106,10 @@ class SpeechToText:
                 if self.short_window:  # a whole number of seconds: utterance + padding
                     window = min(window, SPEECH_RATE * int(np.ceil(len(samples) / SPEECH_RATE + self.pad_s)))
                 mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(samples, window), self._model.dims.n_mels)
+                # speech runs at most ~5 tokens a second: a longer output is whisper looping
+                limit = int(12 + 6 * len(samples) / SPEECH_RATE)
                 options = whisper.DecodingOptions(language="en", fp16=False, without_timestamps=True,
-                                                  temperature=0.0)
+                                                  temperature=0.0, sample_len=limit)
                 decoded = whisper.decode(self._model, mel, options)
                 text, no_speech, logprob = decoded.text, decoded.no_speech_prob, decoded.avg_logprob
             seconds = time.monotonic() - started

@@ -58,4 +58,4 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 # voice: espeak-ng speech and a session-wide whisper (tests/peripherals/fixtures.py)
-from tests.peripherals.fixtures import spoken, whisper_stt  # noqa: E402,F401
+from tests.peripherals.fixtures import spoken, voice_kernel, whisper_stt  # noqa: E402,F401

@@ -72,9 +72,9 @@ def scripted_kernel():
 
 
 @pytest.mark.model
-def test_spoken_arithmetic_is_calculated_and_answered_out_loud(real_kernel, whisper_stt, tts, spoken):
+def test_spoken_arithmetic_is_calculated_and_answered_out_loud(voice_kernel, whisper_stt, tts, spoken):
     sink = RecordingSink()
-    loop, seen = _loop(real_kernel, whisper_stt, tts, sink)
+    loop, seen = _loop(voice_kernel, whisper_stt, tts, sink)
     try:
         loop.run(file_source(spoken("what is seventeen times twenty four")))
     finally:
@@ -92,9 +92,9 @@ def test_spoken_arithmetic_is_calculated_and_answered_out_loud(real_kernel, whis
 
 
 @pytest.mark.model
-def test_barge_in_stops_playback_and_the_new_utterance_is_answered(real_kernel, whisper_stt, tts, spoken):
+def test_barge_in_stops_playback_and_the_new_utterance_is_answered(voice_kernel, whisper_stt, tts, spoken):
     sink = RecordingSink(realtime=True)
-    loop, seen = _loop(real_kernel, whisper_stt, tts, sink)
+    loop, seen = _loop(voice_kernel, whisper_stt, tts, sink)
     mic = StreamSource(realtime=True)
     mic.push(Audio.silence(0.3) + read_wav(spoken("tell me a long story about a brave knight and a dragon")))
     loop.start(mic)
@@ -116,7 +116,7 @@ def test_barge_in_stops_playback_and_the_new_utterance_is_answered(real_kernel, 
     assert [e.text for e in seen.of(Heard)][1].lower().startswith("what is")
     assert "408" in second.answer
     assert sink.audio().seconds > played_at_barge_in  # the second answer was spoken too
-    info = {p["pid"]: p for p in real_kernel.processes()}[loop.pid]
+    info = {p["pid"]: p for p in voice_kernel.processes()}[loop.pid]
     assert info["priority"] in ("voice", "VOICE", 2) or "voice" in str(info).lower()
 
 

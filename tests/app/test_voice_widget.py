@@ -19,15 +19,15 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.mark.model
-def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, real_kernel, whisper_stt, spoken):
+def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, voice_kernel, whisper_stt, spoken):
     from llmos.app.window import ChatWindow
 
     tts = TextToSpeech()
     sink = RecordingSink()
-    window = ChatWindow(real_kernel)
+    window = ChatWindow(voice_kernel)
     qtbot.addWidget(window)
     # the window's own voice widget, with a file instead of the microphone
-    window.voice._make_loop = lambda: VoiceLoop(real_kernel, whisper_stt, tts, sink)
+    window.voice._make_loop = lambda: VoiceLoop(voice_kernel, whisper_stt, tts, sink)
     window.voice._make_source = lambda: file_source(spoken("what is seventeen times twenty four"))
     widget: VoiceWidget = window.voice
     states: list[str] = []
