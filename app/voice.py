@@ -184,6 +184,7 @@ class VoiceLoop:
         self._turn_id = 0  # bumped per utterance and by barge-in: stale sentences are dropped
         self._reply: _Reply | None = None
         self._turn_running = False
+        self._queued = 0  # utterances heard, not yet taken up by the turns thread
         self._awake_until = 0.0
         self._turns = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-voice-turn")
         self._pending: list[Future[None]] = []
@@ -222,10 +223,18 @@ class VoiceLoop:
         if self._capture is not None and self._capture.is_alive():
             raise RuntimeError("the voice loop is already listening")
         self._source = source
+        if hasattr(self.stt, "load"):  # whisper loads while the user starts talking, not after
+            self._pending.append(self._turns.submit(self._preload))
         self._set_state(VoiceState.LISTENING)
         self._capture = threading.Thread(target=self._capture_loop, args=(source,), name="llmos-voice-capture",
                                          daemon=True)
         self._capture.start()
+
+    def _preload(self) -> None:
+        try:
+            self.stt.load()
+        except Exception as exc:  # missing weights: say so now; each utterance will say it again
+            self._emit(VoiceError(f"speech to text is not available: {exc}"))
 
     def run(self, source: AudioSource) -> None:
         """Listen to ``source`` until it ends, then finish the turns it started (blocks)."""
@@ -298,7 +307,10 @@ class VoiceLoop:
                 self._barge_in(speech_at)
             self._set_state(VoiceState.HEARING)
         elif isinstance(event, SpeechEnded):
+            with self._lock:
+                self._queued += 1
             self._set_state(VoiceState.THINKING)
+            self._pending = [f for f in self._pending if not f.done()]
             self._pending.append(self._turns.submit(self._utterance, event, speech_end_at))
         elif isinstance(event, SpeechDiscarded):
             with self._lock:
@@ -321,6 +333,8 @@ class VoiceLoop:
     # --- turns thread ---------------------------------------------------------------------
 
     def _utterance(self, utterance: SpeechEnded, speech_end_at: float) -> None:
+        with self._lock:
+            self._queued -= 1
         try:
             self._turn(utterance, speech_end_at)
         except Exception as exc:
@@ -402,7 +416,7 @@ class VoiceLoop:
 
     def _back_to_listening(self) -> None:
         with self._lock:
-            if self._turn_running or self.state is VoiceState.HEARING:
+            if self._turn_running or self._queued or self.state is VoiceState.HEARING:
                 return
         if self._capture is not None and self._capture.is_alive():
             self._set_state(VoiceState.LISTENING)

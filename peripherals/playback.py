@@ -57,15 +57,16 @@ class RecordingSink:
     def write(self, block: np.ndarray) -> None:
         if self.realtime:
             now = time.monotonic()
-            if self._next_at is None or self._next_at < now:
-                self._next_at = now
-            time.sleep(max(0.0, self._next_at - now))
-            self._next_at += len(block) / self.rate
+            with self._lock:  # abort() may reset the clock from another thread
+                due = self._next_at if self._next_at is not None and self._next_at > now else now
+                self._next_at = due + len(block) / self.rate
+            time.sleep(max(0.0, due - now))
         with self._lock:
             self._blocks.append(block.copy())
 
     def abort(self) -> None:
-        self._next_at = None
+        with self._lock:
+            self._next_at = None
 
     def close(self) -> None:
         pass

@@ -55,6 +55,7 @@ class _Borrowed:
 
 
 @pytest.mark.model
+@pytest.mark.timeout(1800)
 def test_one_turn_from_a_wav_writes_the_spoken_reply_and_prints_json(tmp_path, capsys, real_backend, spoken,
                                                                        whisper_stt):
     from llmos.kernel.loop import Kernel

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.mark.model
+@pytest.mark.timeout(1800)
 def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, voice_kernel, whisper_stt, spoken):
     from llmos.app.window import ChatWindow
 
