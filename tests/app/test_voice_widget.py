@@ -35,7 +35,7 @@ def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, voice_kernel, wh
     widget.state_changed.connect(states.append)
     heard: list[str] = []
     widget.transcript.connect(heard.append)
-    with qtbot.waitSignal(widget.turn_done, timeout=400_000) as done:
+    with qtbot.waitSignal(widget.turn_done, timeout=1_500_000) as done:
         qtbot.keyClick(window, Qt.Key.Key_V, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     qtbot.waitUntil(lambda: not widget.button.isChecked(), timeout=30_000)  # the file ended: voice mode off
     try:
