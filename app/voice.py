@@ -390,8 +390,10 @@ class VoiceLoop:
         }
         if first is not None:
             timings["speech_end_to_first_audio_s"] = first - speech_end_at
+        with self._lock:  # a barge-in during playback also interrupts the turn
+            interrupted = reply.turn_id != self._turn_id
         self.turns_done += 1
-        self._emit(TurnDone(request, result.answer, result.syscalls, result.stopped or not current, timings))
+        self._emit(TurnDone(request, result.answer, result.syscalls, result.stopped or interrupted, timings))
 
     def _request(self, text: str) -> str | None:
         """The request in an utterance, or None (after an Ignored event) when it is not one."""

@@ -115,7 +115,7 @@ def test_barge_in_stops_playback_and_the_new_utterance_is_answered(voice_kernel,
     [barge] = seen.of(BargeIn)
     assert barge.stopped_at - barge.speech_at < 0.5
     first, second = seen.of(TurnDone)
-    assert first.stopped  # the story was cut off
+    assert first.stopped  # the spoken answer (and the generation, if still running) was cut off
     assert [e.text for e in seen.of(Heard)][1].lower().startswith("what is")
     assert "408" in second.answer
     assert sink.audio().seconds > played_at_barge_in  # the second answer was spoken too
