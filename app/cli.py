@@ -5,6 +5,7 @@
     llmos chat                 an interactive terminal chat
     llmos devices [--json]     the devices, their calls and permissions
     llmos devices call NAME --args JSON   call a device directly, as the kernel would
+    llmos voice [--input WAV --output WAV --json]   hands-free voice (app/voice_cli.py)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import history_cli, memory_cli
+from llmos.app import history_cli, memory_cli, voice_cli
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("device", help="device name, e.g. browser")
     revoke.add_argument("permissions", nargs="*", metavar="PERMISSION", help="e.g. network (default: all)")
     memory_cli.add_parser(sub)
+    voice_cli.add_parser(sub)
     return parser
 
 
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             return history_cli.run(args, config)
         if args.command == "chat":
             return cmd_chat(args, config)
+        if args.command == "voice":
+            return voice_cli.run(args, config, _start_kernel)
         if args.command == "gui" or (args.command is None and _has_display()):
             return cmd_gui(args, config)
         if args.command is None:

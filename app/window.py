@@ -185,6 +185,7 @@ class ChatWindow(QMainWindow):
         self.sidebar.deleted.connect(self._on_deleted)
         self.sidebar.renamed.connect(lambda *_: self._update_title())
         self.sidebar.failed.connect(lambda error: self._set_status(error, error=True))
+        self._build_voice()
         self._restyle()
         self.input.setFocus()
 
@@ -225,6 +226,22 @@ class ChatWindow(QMainWindow):
         self.model_badge = QLabel("")
         self.model_badge.setObjectName("model_badge")
         bar.addWidget(self.model_badge)
+
+    def _build_voice(self) -> None:
+        """Hands-free voice mode (app/voice_widget.py): its loop is made on the kernel in use when
+        the user turns it on; what is heard and answered shows in the conversation."""
+        from llmos.app.voice_widget import VoiceWidget, default_loop_factory, default_source
+
+        def make_loop():  # noqa: ANN202
+            if self.kernel is None:
+                raise RuntimeError("the model is still loading: try voice mode again in a moment")
+            return default_loop_factory(self.kernel)()
+
+        self.voice = VoiceWidget(make_loop, default_source)
+        self.voice.transcript.connect(lambda text: self.view.add_message("user", f"🎤 {text}"))
+        self.voice.turn_done.connect(lambda done: self.view.add_message("assistant", done.answer))
+        self.voice.failed.connect(lambda message: self.view.add_note(f"Voice: {message}", error=True))
+        self.set_voice_widget(self.voice)
 
     def set_voice_widget(self, widget: QWidget) -> None:
         """Put the voice mode's widget in its toolbar slot."""
@@ -733,6 +750,7 @@ class ChatWindow(QMainWindow):
     def adopt_kernel(self, new: "Kernel") -> None:
         """Drive ``new`` from now on: a new bridge, its journal, the conversation reopened."""
         self.bridge.close()
+        self.voice.shutdown()  # its loop drove the old kernel; the next toggle makes one on the new
         for widget in self._windows.values():
             widget.close()
         self._windows.clear()
@@ -830,6 +848,7 @@ class ChatWindow(QMainWindow):
             self.bridge.stop(self.pid)
         for widget in self._windows.values():
             widget.close()
+        self.voice.shutdown()
         self.bridge.close()
         super().closeEvent(event)
 

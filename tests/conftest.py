@@ -60,3 +60,7 @@ def real_kernel(real_backend) -> Iterator[object]:
 @pytest.fixture()
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+# voice: espeak-ng speech and a session-wide whisper (tests/peripherals/fixtures.py)
+from tests.peripherals.fixtures import spoken, voice_kernel, whisper_stt  # noqa: E402,F401

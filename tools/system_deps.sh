@@ -6,6 +6,8 @@ packages=(
   libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1
   # a virtual display, for screenshots and for `make run` on a machine with no display
   xvfb
+  # voice: pyttsx3 speaks through espeak-ng; sounddevice needs PortAudio
+  espeak-ng libportaudio2
 )
 stamp=".venv/.llmos-system-deps"
 want="${packages[*]}"

@@ -1,0 +1,82 @@
+"""`llmos voice`: bad input is refused in one line before the model loads; one turn from a file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmos.app import cli, voice_cli
+from llmos.kernel.config import load_config
+from llmos.peripherals.audio import Audio, read_wav, write_wav
+
+
+@pytest.mark.parametrize("content,message", [(b"", "empty"), (b"RIFF\x10\x00\x00\x00WAVEjunkjunk", "cut short"),
+                                             (b"ID3 an mp3, not a wav", "not a WAV")])
+def test_a_broken_or_empty_wav_is_refused(tmp_path, capsys, content, message):
+    path = tmp_path / "question.wav"
+    path.write_bytes(content)
+    assert cli.main(["voice", "--input", str(path), "--json"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and str(path) in err and len(err.splitlines()) == 1
+
+
+def test_silence_is_refused_as_no_speech(tmp_path, capsys):
+    write_wav(tmp_path / "quiet.wav", Audio.silence(3.0))
+    assert cli.main(["voice", "--input", str(tmp_path / "quiet.wav")]) == 1
+    assert "no speech heard" in capsys.readouterr().err
+
+
+def test_no_microphone_is_a_clear_message(capsys):
+    # this machine has no sound card; with one, `llmos voice` would listen instead
+    from llmos.peripherals.microphone import MicrophoneError, SoundDeviceMicrophone
+
+    try:
+        SoundDeviceMicrophone().close()
+    except MicrophoneError:
+        assert cli.main(["voice"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("llmos: no microphone") and "llmos chat" in err
+    else:
+        pytest.skip("this machine has a microphone")
+
+
+class _Borrowed:
+    """A kernel on the shared test model that the CLI may shut down without closing the model."""
+
+    def __init__(self, kernel) -> None:
+        self._kernel = kernel
+
+    def __getattr__(self, name):
+        return getattr(self._kernel, name)
+
+    def shutdown(self, *args, **kwargs) -> None:
+        self._kernel.shutdown(close_backend=False)
+
+
+@pytest.mark.model
+@pytest.mark.timeout(1800)
+def test_one_turn_from_a_wav_writes_the_spoken_reply_and_prints_json(tmp_path, capsys, real_backend, spoken,
+                                                                       whisper_stt):
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+
+    # a 44.1 kHz question: any common rate is accepted
+    question = read_wav(spoken("what is seventeen times twenty four")).resampled(44_100)
+    path = tmp_path / "question.wav"
+    write_wav(path, question)
+    reply = tmp_path / "reply.wav"
+    args = cli._parser().parse_args(["voice", "--input", str(path), "--output", str(reply), "--json"])
+
+    def start_kernel(config, grant_all):
+        kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
+        kernel.wait_ready(900)
+        return _Borrowed(kernel)
+
+    assert voice_cli.run(args, load_config(None), start_kernel) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "17" in out["transcript"] and "408" in out["answer"]
+    assert any(c["device"] == "calculator" and c["result"] == "408" for c in out["syscalls"])
+    assert {"stt_s", "kernel_ttft_s", "speech_end_to_first_audio_s"} <= set(out["timings"])
+    audio = read_wav(reply)
+    assert audio.rms() > 0.01 and "408" in whisper_stt.transcribe(audio).text
