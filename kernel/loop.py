@@ -373,12 +373,15 @@ class Kernel:
         self._running = None
         self.bus.emit(events.TurnFinished(proc.pid, result.answer, result.stopped, result.timings))
         self._snapshot_ram(proc)
-        turn.future.set_result(result)
-        if proc.kill_requested:
+        # the process is idle (or ended) before its caller hears the result
+        killed = proc.kill_requested
+        if killed:
             self._end(proc)
-            return
-        self._set_state(proc, ProcessState.IDLE, "turn finished")
-        self._start_next_turn(proc)
+        else:
+            self._set_state(proc, ProcessState.IDLE, "turn finished")
+        turn.future.set_result(result)
+        if not killed:
+            self._start_next_turn(proc)
 
     def _fail_turn(self, proc: Process, error: str) -> None:
         proc.task = None
@@ -386,9 +389,10 @@ class Kernel:
         self._running = None
         self.bus.emit(events.ProcessFailed(proc.pid, error))
         self._snapshot_ram(proc)
-        if proc.turns:
-            proc.turns.pop(0).future.set_exception(TurnError(error))
+        failed = proc.turns.pop(0) if proc.turns else None
         self._set_state(proc, ProcessState.IDLE, "turn failed")
+        if failed is not None:
+            failed.future.set_exception(TurnError(error))
         self._start_next_turn(proc)
 
     def _snapshot_ram(self, proc: Process) -> None:

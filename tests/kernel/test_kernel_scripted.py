@@ -203,3 +203,19 @@ def test_processes_are_listed_and_kill_ends_one():
     with pytest.raises(TurnError):
         kernel.submit(pid, "again").result(5)
     kernel.shutdown()
+
+
+def test_a_process_is_idle_when_its_caller_hears_the_result():
+    backend = ScriptedBackend(["ANSWER: one", "ANSWER: two"])
+    kernel = Kernel(backend, DeviceRegistry()).start()
+    try:
+        pid = kernel.spawn()
+        states = []
+        for text in ("first", "second"):
+            future = kernel.submit(pid, text)
+            future.add_done_callback(lambda f: states.append(
+                next(p["state"] for p in kernel.processes() if p["pid"] == pid)))
+            future.result(5)
+        assert states == ["idle", "idle"]
+    finally:
+        kernel.shutdown()
