@@ -53,7 +53,7 @@ class VoiceWidget(QWidget):
         self.loop: VoiceLoop | None = None
         self.state = VoiceState.OFF
         self.peak_level = 0
-        self.button = QPushButton("🎤 Voice")
+        self.button = QPushButton("Voice")
         self.button.setCheckable(True)
         self.button.setShortcut(QKeySequence(SHORTCUT))
         self.button.setToolTip(f"Hands-free voice mode ({SHORTCUT})")

@@ -238,7 +238,7 @@ class ChatWindow(QMainWindow):
             return default_loop_factory(self.kernel)()
 
         self.voice = VoiceWidget(make_loop, default_source)
-        self.voice.transcript.connect(lambda text: self.view.add_message("user", f"🎤 {text}"))
+        self.voice.transcript.connect(lambda text: self.view.add_message("user", text))
         self.voice.turn_done.connect(lambda done: self.view.add_message("assistant", done.answer))
         self.voice.failed.connect(lambda message: self.view.add_note(f"Voice: {message}", error=True))
         self.set_voice_widget(self.voice)
