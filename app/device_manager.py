@@ -74,25 +74,24 @@ class DeviceManager(QDialog):
         if device is None or store is None:
             self.message.setText("Nothing to grant." if device is None else "Grants cannot be remembered here.")
             return
-        try:
-            store.grant(device.name, device.permissions)
-        except OSError as exc:
-            self.message.setText(f"Cannot save the grant: {exc}")
-            return
-        self._policy.forget(device.name)
-        self.message.setText(f"Granted {device.name}: {', '.join(p.value for p in device.permissions) or 'nothing needed'}.")
-        self.refresh()
+        self._change(device, lambda: store.grant(device.name, device.permissions), "grant",
+                     f"Granted {device.name}: {', '.join(p.value for p in device.permissions) or 'nothing needed'}.")
 
     def revoke(self, name: str | None) -> None:
         device, store = self._device(name), self._policy.store
         if device is None or store is None:
             self.message.setText("Nothing to revoke.")
             return
+        self._change(device, lambda: store.revoke(device.name), "revoke",
+                     f"Revoked {device.name}'s remembered permissions; it asks again before its next call.")
+
+    def _change(self, device, save, what: str, done: str) -> None:  # noqa: ANN001
+        """Save a grant change, make this run ask afresh, and say what happened."""
         try:
-            store.revoke(device.name)
+            save()
         except OSError as exc:
-            self.message.setText(f"Cannot save the revoke: {exc}")
+            self.message.setText(f"Cannot save the {what}: {exc}")
             return
         self._policy.forget(device.name)
-        self.message.setText(f"Revoked {device.name}'s remembered permissions; it asks again before its next call.")
+        self.message.setText(done)
         self.refresh()
