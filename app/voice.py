@@ -4,8 +4,11 @@
                       -> answer tokens, cut into sentences -> pyttsx3 -> player
 
 Threads: *capture* reads the source and runs the end-pointer (so it hears the user even while
-the OS speaks); *turns* transcribes an utterance and waits for its kernel turn; *speaker* hands
-rendered sentences to the player in order. Kernel events arrive on the kernel thread.
+the OS speaks); *early* starts whisper when the user pauses (:class:`SpeechPaused`, 0.2 s of
+silence), so that when the pause turns out to be the end (0.45 s) the transcript is mostly done;
+*turns* takes the transcript (the early one when the utterance did not go on, else a new one) and
+waits for its kernel turn; *speaker* hands rendered sentences to the player in order. Kernel
+events arrive on the kernel thread.
 
 Barge-in is an interrupt: when speech starts while the OS is thinking or speaking, playback
 stops at once (within a 20 ms block) and ``kernel.stop(pid)`` ends the running generation; the
@@ -22,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -32,7 +35,9 @@ from llmos.kernel.process import Priority
 from llmos.peripherals.audio import Audio, AudioError
 from llmos.peripherals.microphone import AudioSource
 from llmos.peripherals.playback import AudioSink, Player
-from llmos.peripherals.vad import Endpointer, SpeechDiscarded, SpeechEnded, SpeechStarted, VadOptions
+from llmos.peripherals.vad import (
+    Endpointer, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechStarted, VadOptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +192,8 @@ class VoiceLoop:
         self._queued = 0  # utterances heard, not yet taken up by the turns thread
         self._awake_until = 0.0
         self._turns = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-voice-turn")
+        self._early_stt = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-voice-early")
+        self._early: _Early | None = None  # whisper started at the user's last pause
         self._pending: list[Future[None]] = []
         self._speak_queue: queue.Queue[tuple[int, "Future[Audio] | _DoneMarker"] | None] = queue.Queue()
         self._speaker = threading.Thread(target=self._speak_loop, name="llmos-voice-speaker", daemon=True)
@@ -260,6 +267,7 @@ class VoiceLoop:
     def close(self) -> None:
         self.stop()
         self._unsubscribe()
+        self._early_stt.shutdown(wait=True, cancel_futures=True)
         self._turns.shutdown(wait=True, cancel_futures=True)
         self._speak_queue.put(None)
         self._speaker.join(2.0)
@@ -299,7 +307,10 @@ class VoiceLoop:
         self._set_state(VoiceState.OFF)
 
     def _on_vad(self, event: Any, speech_end_at: float) -> None:
-        if isinstance(event, SpeechStarted):
+        if isinstance(event, SpeechPaused):
+            self._start_early(event)
+        elif isinstance(event, SpeechStarted):
+            self._drop_early()
             speech_at = time.monotonic()
             with self._lock:
                 busy = self._turn_running or self.player.playing
@@ -307,16 +318,40 @@ class VoiceLoop:
                 self._barge_in(speech_at)
             self._set_state(VoiceState.HEARING)
         elif isinstance(event, SpeechEnded):
+            early = self._take_early(event)
             with self._lock:
                 self._queued += 1
             self._set_state(VoiceState.THINKING)
             self._pending = [f for f in self._pending if not f.done()]
-            self._pending.append(self._turns.submit(self._utterance, event, speech_end_at))
+            self._pending.append(self._turns.submit(self._utterance, event, speech_end_at, early))
         elif isinstance(event, SpeechDiscarded):
+            self._drop_early()
             with self._lock:
                 idle = not self._turn_running and not self.player.playing
             if idle:
                 self._set_state(VoiceState.LISTENING)
+
+    # early transcription: whisper at the pause, used if the pause was the end
+
+    def _start_early(self, pause: SpeechPaused) -> None:
+        self._drop_early()
+        if hasattr(self.stt, "transcribe"):
+            self._early = _Early(pause.started_s, len(pause.audio.samples),
+                                 self._early_stt.submit(self.stt.transcribe, pause.audio))
+
+    def _drop_early(self) -> None:
+        early, self._early = self._early, None
+        if early is not None:
+            early.future.cancel()  # not started yet: never runs; running: its result is ignored
+
+    def _take_early(self, ended: SpeechEnded) -> "Future[Any] | None":
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if early.started_s == ended.started_s and early.samples == len(ended.audio.samples):
+            return early.future
+        early.future.cancel()  # the user went on speaking after the pause
+        return None
 
     def _interrupt(self) -> None:
         with self._lock:
@@ -332,20 +367,21 @@ class VoiceLoop:
 
     # --- turns thread ---------------------------------------------------------------------
 
-    def _utterance(self, utterance: SpeechEnded, speech_end_at: float) -> None:
+    def _utterance(self, utterance: SpeechEnded, speech_end_at: float, early: "Future[Any] | None" = None) -> None:
         with self._lock:
             self._queued -= 1
         try:
-            self._turn(utterance, speech_end_at)
+            self._turn(utterance, speech_end_at, early)
         except Exception as exc:
             log.exception("voice turn failed")
             self._emit(VoiceError(str(exc)))
         finally:
             self._back_to_listening()
 
-    def _turn(self, utterance: SpeechEnded, speech_end_at: float) -> None:
+    def _turn(self, utterance: SpeechEnded, speech_end_at: float, early: "Future[Any] | None" = None) -> None:
+        picked = time.monotonic()
         try:
-            transcript = self.stt.transcribe(utterance.audio)
+            transcript = self._transcript(utterance, early)
         except Exception as exc:  # missing weights, a torch error
             self._emit(VoiceError(f"speech to text failed: {exc}"))
             return
@@ -382,9 +418,11 @@ class VoiceLoop:
             self.player.wait_idle(600.0)
         first = self.player.first_block_at
         timings = {
-            "stt_s": transcript.seconds,
+            "stt_s": transcript.seconds,  # whisper's own time
+            "stt_wait_s": started - picked,  # what the turn waited for it (less when it started early)
+            "stt_early": 1.0 if early is not None else 0.0,
             "audio_s": utterance.audio.seconds,
-            "endpoint_s": max(0.0, started - speech_end_at - transcript.seconds),  # hangover + queueing
+            "endpoint_s": max(0.0, picked - speech_end_at),  # hangover + queueing
             "turn_s": time.monotonic() - started,
             **{f"kernel_{k}": float(v) for k, v in result.timings.items()},
         }
@@ -394,6 +432,14 @@ class VoiceLoop:
             interrupted = reply.turn_id != self._turn_id
         self.turns_done += 1
         self._emit(TurnDone(request, result.answer, result.syscalls, result.stopped or interrupted, timings))
+
+    def _transcript(self, utterance: SpeechEnded, early: "Future[Any] | None") -> Any:
+        if early is not None:
+            try:
+                return early.result(self.options.turn_timeout_s)
+            except CancelledError:  # dropped by a barge-in or a close: transcribe afresh
+                pass
+        return self.stt.transcribe(utterance.audio)
 
     def _request(self, text: str) -> str | None:
         """The request in an utterance, or None (after an Ignored event) when it is not one."""
@@ -470,6 +516,13 @@ class VoiceLoop:
             if current:
                 self._set_state(VoiceState.SPEAKING)
                 self.player.enqueue(audio)
+
+
+@dataclass(frozen=True)
+class _Early:
+    started_s: float  # which utterance (its start in stream time)
+    samples: int  # how long it was at the pause
+    future: "Future[Any]"
 
 
 @dataclass

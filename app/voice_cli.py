@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from llmos.app.voice import (AnswerText, BargeIn, Heard, Ignored, StateChanged, TurnDone, VoiceError,
-                             VoiceEvent, VoiceLoop, VoiceOptions)
-from llmos.kernel.config import Config
+                             VoiceEvent, VoiceLoop)
+from llmos.app.voice_config import speech_to_text, text_to_speech, voice_options
+from llmos.kernel.config import STT_MODELS, Config
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -25,8 +26,10 @@ def add_parser(sub: Any) -> None:
     voice.add_argument("--input", metavar="WAV", help="one turn from this recording instead of the microphone")
     voice.add_argument("--output", metavar="WAV", help="write the spoken reply here instead of playing it")
     voice.add_argument("--json", action="store_true", help="with --input: print one JSON object")
-    voice.add_argument("--wake", metavar="PHRASE", help='only answer utterances that start with it, e.g. "hey computer"')
-    voice.add_argument("--stt", choices=["tiny.en", "base"], default="tiny.en", help="whisper model (default tiny.en)")
+    voice.add_argument("--wake", metavar="PHRASE", help='only answer utterances that start with it, e.g. '
+                       '"hey computer" (config key voice_wake_phrase; --wake "" answers every utterance)')
+    voice.add_argument("--stt", choices=list(STT_MODELS), default=None,
+                       help="whisper model (config key stt_model, default tiny.en)")
 
 
 def _error(message: str) -> int:
@@ -49,12 +52,10 @@ def _sink(output: str | None) -> tuple[Any, str | None]:
 def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config, bool], Any]) -> int:
     from llmos.peripherals.audio import AudioError, read_wav
     from llmos.peripherals.microphone import MicrophoneError, SoundDeviceMicrophone, file_source
-    from llmos.peripherals.stt import SpeechToText
-    from llmos.peripherals.tts import TextToSpeech
     from llmos.peripherals.vad import find_speech
-    from llmos.peripherals.whisper_weights import WeightsError, WhisperModel
+    from llmos.peripherals.whisper_weights import WeightsError
 
-    options = VoiceOptions(wake_phrase=args.wake)
+    options = voice_options(config, args.wake)
     if args.input:  # refuse bad input before the model loads
         try:
             audio = read_wav(Path(args.input))
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config
         except MicrophoneError as exc:
             return _error(f"{exc}; the rest of llmos works without one (try `llmos chat`, or "
                           "`llmos voice --input FILE.wav`)")
-    stt = SpeechToText(WhisperModel(args.stt))
+    stt = speech_to_text(config, args.stt)
     try:
         stt.load()
     except WeightsError as exc:
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config
     if not args.input:
         print("llmos: loading the model ...", file=sys.stderr)
     kernel = start_kernel(config, args.yes)
-    tts = TextToSpeech()
+    tts = text_to_speech(config)
     loop = VoiceLoop(kernel, stt, tts, sink, options)
     done: list[TurnDone] = []
     problems: list[str] = []

@@ -130,21 +130,21 @@ class VoiceWidget(QWidget):
             self.loop = None
 
 
-def default_loop_factory(kernel: Any) -> Callable[[], VoiceLoop]:
-    """The voice loop on ``kernel`` with whisper tiny.en, pyttsx3 and the default speaker
-    (replies are shown only, when there is no audio output)."""
+def default_loop_factory(kernel: Any, config: Any = None) -> Callable[[], VoiceLoop]:
+    """The voice loop on ``kernel`` as ``config`` sets it (whisper model, wake phrase, end of
+    utterance, speaking rate: app/voice_config.py), with the default speaker (replies are shown
+    only, when there is no audio output)."""
 
     def make() -> VoiceLoop:
+        from llmos.app.voice_config import speech_to_text, text_to_speech, voice_options
         from llmos.peripherals.playback import RecordingSink, SoundDeviceSink, SpeakerError
-        from llmos.peripherals.stt import SpeechToText
-        from llmos.peripherals.tts import TextToSpeech
 
         try:
             sink: Any = SoundDeviceSink()
         except SpeakerError as exc:
             log.warning("%s: voice replies are shown as text only", exc)
             sink = RecordingSink()
-        return VoiceLoop(kernel, SpeechToText(), TextToSpeech(), sink)
+        return VoiceLoop(kernel, speech_to_text(config), text_to_speech(config), sink, voice_options(config))
 
     return make
 

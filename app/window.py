@@ -235,7 +235,7 @@ class ChatWindow(QMainWindow):
         def make_loop():  # noqa: ANN202
             if self.kernel is None:
                 raise RuntimeError("the model is still loading: try voice mode again in a moment")
-            return default_loop_factory(self.kernel)()
+            return default_loop_factory(self.kernel, self.config)()
 
         self.voice = VoiceWidget(make_loop, default_source)
         self.voice.transcript.connect(lambda text: self.view.add_message("user", text))

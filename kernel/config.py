@@ -19,6 +19,9 @@ import platformdirs
 from .syscalls.decide import DEFAULT_THRESHOLD
 
 
+STT_MODELS = ("tiny.en", "base")  # the whisper weights make setup installs
+
+
 class ConfigError(Exception):
     """A config value or file that cannot be used; one line."""
 
@@ -43,6 +46,13 @@ class Config:
         "help": "each device's settings: [devices.<name>], e.g. [devices.browser] search_url, allow_private"})
     chroma_url: str = field(default="", metadata={
         "help": "long-term memory on a Chroma server (http://host:port); empty = the local store in data_dir"})
+    voice_wake_phrase: str = field(default="", metadata={
+        "help": 'voice mode answers only utterances that start with it, e.g. "hey computer"; empty = every utterance'})
+    stt_model: str = field(default="tiny.en", metadata={"help": "whisper model for voice: tiny.en or base"})
+    vad_end_silence_s: float = field(default=0.45, metadata={
+        "help": "seconds of silence that end an utterance (shorter answers sooner, longer lets you pause)"})
+    tts_rate_wpm: int = field(default=180, metadata={"help": "speaking rate of the voice replies, words per minute"})
+    tts_voice: str = field(default="", metadata={"help": "a pyttsx3/espeak-ng voice id; empty = the default English voice"})
     mcp: dict = field(default_factory=dict, metadata={
         "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 
@@ -104,4 +114,10 @@ def load_config(
         raise ConfigError(f"config key 'backend': {config.backend!r} is not llamacpp or openai")
     if config.n_ctx < 512 or config.slice_tokens < 1 or config.max_rounds < 0:
         raise ConfigError("config: n_ctx must be >= 512, slice_tokens >= 1, max_rounds >= 0")
+    if config.stt_model not in STT_MODELS:
+        raise ConfigError(f"config key 'stt_model': {config.stt_model!r} is not one of {', '.join(STT_MODELS)}")
+    if not 0.2 <= config.vad_end_silence_s <= 5.0:
+        raise ConfigError("config key 'vad_end_silence_s': use 0.2 to 5 seconds")
+    if not 60 <= config.tts_rate_wpm <= 500:
+        raise ConfigError("config key 'tts_rate_wpm': use 60 to 500 words per minute")
     return config

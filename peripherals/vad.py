@@ -8,6 +8,11 @@ steady level (a fan, a motor) is discarded: speech rises and falls with its syll
 turns voiced frames into events: :class:`SpeechStarted` once enough of the recent frames are
 voiced (the barge-in trigger), :class:`SpeechEnded` with the utterance (pre-roll included) after
 a stretch of silence, or :class:`SpeechDiscarded` when what was heard was too short to be speech.
+
+Between the two, :class:`SpeechPaused` comes after a shorter silence (``pause_s``) with the audio
+the utterance will have if the silence goes on: the same samples :class:`SpeechEnded` will carry
+(both keep the same short tail of silence), so a listener may start transcribing early and use
+the result when the end comes with no more speech (the two have the same start and length).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ class VadOptions:
     start_window: int = 5  # speech starts when ``start_voiced`` of the last ``start_window`` frames are voiced
     start_voiced: int = 4
     end_silence_s: float = 0.45  # this much unvoiced audio ends the utterance
+    pause_s: float = 0.2  # this much unvoiced audio is a pause: SpeechPaused (0 = never)
     preroll_s: float = 0.25  # audio kept from before the start
     min_speech_s: float = 0.25  # shorter voiced runs are discarded (clicks, coughs)
     max_utterance_s: float = 20.0
@@ -54,11 +60,21 @@ class SpeechEnded:
 
 
 @dataclass(frozen=True)
+class SpeechPaused:
+    """The user paused: ``audio`` is the utterance as :class:`SpeechEnded` will carry it if the
+    silence lasts (not checked for length or steadiness yet: the end may still discard it)."""
+
+    audio: Audio
+    started_s: float
+    ended_s: float  # stream time of the last voiced frame
+
+
+@dataclass(frozen=True)
 class SpeechDiscarded:
     voiced_s: float
 
 
-VadEvent = SpeechStarted | SpeechEnded | SpeechDiscarded
+VadEvent = SpeechStarted | SpeechPaused | SpeechEnded | SpeechDiscarded
 
 
 def _flatness(power: np.ndarray) -> float:
@@ -111,6 +127,10 @@ class Endpointer:
         self._preroll: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, int(self.options.preroll_s / frame_s)) + self.options.start_window)
         self._end_frames = max(1, int(round(self.options.end_silence_s / frame_s)))
+        self._tail_frames = int(0.15 / frame_s)  # the silence kept after the last voiced frame
+        # a pause is at least the tail long: then its audio is the audio the end will carry
+        pause = max(int(round(self.options.pause_s / frame_s)), self._tail_frames)
+        self._pause_frames = pause if 0 < self.options.pause_s and pause < self._end_frames else 0
         self._max_frames = int(self.options.max_utterance_s / frame_s)
         self._current: _Utterance | None = None
         self._t = 0.0  # stream time at the start of the next frame
@@ -149,6 +169,8 @@ class Endpointer:
             cur.silent_run += 1
         if cur.silent_run >= self._end_frames or len(cur.frames) >= self._max_frames:
             events.append(self._close(cur))
+        elif self._pause_frames and cur.silent_run == self._pause_frames:
+            events.append(SpeechPaused(self._audio(cur), cur.started_s, cur.last_voiced_s))
         return events
 
     def flush(self) -> list[VadEvent]:
@@ -164,9 +186,12 @@ class Endpointer:
         levels = np.array(cur.levels) if cur.levels else np.ones(1)
         if levels.std() / max(levels.mean(), 1e-9) < self.options.min_level_variation:
             return SpeechDiscarded(voiced_s)  # one steady sound: a machine, not a voice
-        keep = len(cur.frames) - max(0, cur.silent_run - int(0.15 / self._frame_s))  # keep a short tail
-        audio = Audio(np.concatenate(cur.frames[:keep]).astype(np.float32), SPEECH_RATE)
-        return SpeechEnded(audio, cur.started_s, cur.last_voiced_s, voiced_s)
+        return SpeechEnded(self._audio(cur), cur.started_s, cur.last_voiced_s, voiced_s)
+
+    def _audio(self, cur: _Utterance) -> Audio:
+        """The utterance up to its last voiced frame and a short tail of silence."""
+        keep = len(cur.frames) - max(0, cur.silent_run - self._tail_frames)
+        return Audio(np.concatenate(cur.frames[:keep]).astype(np.float32), SPEECH_RATE)
 
 
 def frames(audio: Audio, frame_samples: int) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from llmos.peripherals.audio import Audio, read_wav
 from llmos.peripherals.microphone import StreamSource, file_source
 from llmos.peripherals.playback import RecordingSink
 from llmos.peripherals.tts import TextToSpeech
+from tests.peripherals.fixtures import trimmed
 
 
 class Recorder:
@@ -191,3 +192,52 @@ def test_a_bare_number_is_said_with_its_calculation():
     assert spoken_reply("2**10 = 1024", False, None) == "2 to the power of 10 equals 1024"
     assert spoken_reply("It is 408.", True, ("17 * 24", "408")) == "It is 408."
     assert spoken_reply("**408**", True, None) == "408"
+
+
+class CountingSTT:
+    """The real whisper, counting what it is asked to transcribe."""
+
+    def __init__(self, stt) -> None:
+        self.stt = stt
+        self.lengths: list[int] = []
+
+    def load(self) -> None:
+        self.stt.load()
+
+    def transcribe(self, audio):
+        self.lengths.append(len(audio.samples))
+        return self.stt.transcribe(audio)
+
+
+def test_whisper_starts_at_the_pause_and_the_turn_uses_that_transcript(scripted_kernel, whisper_stt, tts, spoken):
+    kernel, backend = scripted_kernel
+    backend.enqueue("ANSWER: Paris.")
+    stt = CountingSTT(whisper_stt)
+    loop, seen = _loop(kernel, stt, tts, RecordingSink())
+    try:
+        loop.run(file_source(Audio.silence(0.3) + read_wav(spoken("what is the capital of france"))
+                             + Audio.silence(1.0)))
+    finally:
+        loop.close()
+    [done] = seen.of(TurnDone)
+    assert "capital" in done.transcript.lower()
+    assert done.timings["stt_early"] == 1.0
+    assert len(stt.lengths) == 1  # the early transcript was the turn's: whisper ran once
+
+
+def test_speech_after_a_pause_is_transcribed_whole(scripted_kernel, whisper_stt, tts, spoken):
+    kernel, backend = scripted_kernel
+    backend.enqueue("ANSWER: I will.")
+    stt = CountingSTT(whisper_stt)
+    first, rest = trimmed(read_wav(spoken("remind me"))), trimmed(read_wav(spoken("to call my mother")))
+    loop, seen = _loop(kernel, stt, tts, RecordingSink())
+    try:
+        loop.run(file_source(Audio.silence(0.3, first.rate) + first + Audio.silence(0.3, first.rate) + rest
+                             + Audio.silence(1.0, first.rate)))
+    finally:
+        loop.close()
+    [heard] = seen.of(Heard)
+    assert "mother" in heard.text.lower()
+    [done] = seen.of(TurnDone)
+    assert done.timings["stt_early"] == 1.0  # the later pause's transcript, of the whole utterance
+    assert max(stt.lengths) == stt.lengths[-1]  # the whole utterance was transcribed last

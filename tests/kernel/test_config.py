@@ -28,3 +28,15 @@ def test_bad_config_gives_one_line_errors(tmp_path: Path):
         load_config(tmp_path / "none.toml", env={"LLMOS_N_CTX": "lots"})
     with pytest.raises(ConfigError, match="backend"):
         load_config(tmp_path / "none.toml", env={}, overrides={"backend": "magic"})
+
+
+def test_voice_keys_are_checked(tmp_path: Path):
+    none = tmp_path / "none.toml"
+    with pytest.raises(ConfigError, match="stt_model"):
+        load_config(none, env={"LLMOS_STT_MODEL": "large"})
+    with pytest.raises(ConfigError, match="vad_end_silence_s"):
+        load_config(none, env={"LLMOS_VAD_END_SILENCE_S": "0.05"})
+    with pytest.raises(ConfigError, match="tts_rate_wpm"):
+        load_config(none, env={"LLMOS_TTS_RATE_WPM": "5"})
+    config = load_config(none, env={"LLMOS_STT_MODEL": "base", "LLMOS_VOICE_WAKE_PHRASE": "hey computer"})
+    assert config.stt_model == "base" and config.voice_wake_phrase == "hey computer"

@@ -8,7 +8,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from llmos.peripherals.audio import Audio
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +55,9 @@ def voice_kernel(real_backend):
         yield kernel
     finally:
         kernel.shutdown(close_backend=False)
+
+
+def trimmed(audio: Audio) -> Audio:
+    """``audio`` without the silence espeak-ng puts before and after the words."""
+    loud = np.flatnonzero(np.abs(audio.samples) > 0.02 * np.abs(audio.samples).max())
+    return Audio(audio.samples[loud[0]:loud[-1] + 1], audio.rate)

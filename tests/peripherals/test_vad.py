@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from llmos.peripherals.audio import Audio, read_wav
-from llmos.peripherals.vad import Endpointer, SpeechStarted, find_speech, frames
+from tests.peripherals.fixtures import trimmed
+from llmos.peripherals.vad import (
+    Endpointer, SpeechEnded, SpeechPaused, SpeechStarted, VadOptions, find_speech, frames,
+)
 
 
 def test_one_sentence_between_silences_is_one_utterance(spoken):
@@ -38,6 +41,47 @@ def test_speech_start_is_reported_within_a_tenth_of_a_second(spoken):
         raise AssertionError("speech was never detected")
     assert 0.45 <= events[0].at_s <= 0.65
     assert heard_at - 0.5 < 0.2
+
+
+def _events(audio: Audio, options: VadOptions | None = None) -> list:
+    ep = Endpointer(options)
+    found: list = []
+    for frame in frames(audio, ep.options.frame_samples):
+        found += ep.feed(frame)
+    return found + ep.flush()
+
+
+def test_a_pause_before_the_end_carries_the_audio_the_end_will_carry(spoken):
+    """Early transcription relies on it: same start, same samples."""
+    speech = read_wav(spoken("what is the capital of france"))
+    found = _events(Audio.silence(0.5, speech.rate) + speech + Audio.silence(1.0, speech.rate))
+    kinds = [type(e) for e in found]
+    assert kinds.count(SpeechEnded) == 1
+    paused = [e for e in found if isinstance(e, SpeechPaused)]
+    assert paused, kinds
+    ended = next(e for e in found if isinstance(e, SpeechEnded))
+    last = paused[-1]
+    assert kinds.index(SpeechPaused) < kinds.index(SpeechEnded)
+    assert last.started_s == ended.started_s
+    assert np.array_equal(last.audio.samples, ended.audio.samples)
+
+
+def test_speech_after_a_pause_makes_the_end_differ_from_the_pause(spoken):
+    a = trimmed(read_wav(spoken("remind me")))
+    b = trimmed(read_wav(spoken("to call my mother")))
+    # 0.3 s between the phrases: a pause (0.2 s) but not an end (0.45 s)
+    found = _events(Audio.silence(0.3, a.rate) + a + Audio.silence(0.3, a.rate) + b + Audio.silence(1.0, a.rate))
+    ended = [e for e in found if isinstance(e, SpeechEnded)]
+    assert len(ended) == 1
+    first_pause = next(e for e in found if isinstance(e, SpeechPaused))
+    assert len(first_pause.audio.samples) < len(ended[0].audio.samples)
+
+
+def test_pauses_can_be_turned_off(spoken):
+    speech = read_wav(spoken("good morning"))
+    found = _events(speech + Audio.silence(1.0, speech.rate), VadOptions(pause_s=0))
+    assert not [e for e in found if isinstance(e, SpeechPaused)]
+    assert [e for e in found if isinstance(e, SpeechEnded)]
 
 
 def test_silence_makes_no_utterance():
