@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -154,6 +155,7 @@ class CaseResult:
     case: Case
     decision: Decision
     seconds: float
+    run_threshold: float  # the floor the kernel decided with (decision.threshold is the device's bar)
     arguments: Any = None
     arguments_ok: bool | None = None
 
@@ -161,11 +163,18 @@ class CaseResult:
     def id(self) -> str:
         return self.case.id
 
+    def bar(self, threshold: float) -> float:
+        """The device's bar with the floor at ``threshold``: the floor, or the bar its examples set
+        when that is higher (known when it was higher than the floor of the run)."""
+        raised = self.decision.threshold if self.decision.threshold > self.run_threshold else -math.inf
+        return max(threshold, raised)
+
     def right_at(self, threshold: float) -> bool:
-        called = self.decision.best if self.decision.margin > threshold else None
-        if self.decision.margin > threshold and called is None:
+        if self.decision.margin <= self.bar(threshold):
+            return self.case.right(None)
+        if self.decision.best is None:  # a lower floor than the run's: stage two did not run
             return self.case.expect is not None and self.case.expect.startswith(f"{self.decision.device}.")
-        return self.case.right(called)
+        return self.case.right(self.decision.best)
 
 
 def _arguments_ok(case: Case, args: Any) -> bool:
@@ -200,7 +209,7 @@ def evaluate_cases(backend: Any, threshold: float, cases_file: Path = DATA, all_
         prompt = render([*boot, Message("user", case.prompt)])
         started = time.perf_counter()
         decision = decide(backend, pid, prompt, call_names, threshold, calibration)
-        result = CaseResult(case, decision, time.perf_counter() - started)
+        result = CaseResult(case, decision, time.perf_counter() - started, threshold)
         if with_arguments and decision.call is not None:
             _, call = registry.resolve(decision.call)
             stream = backend.open(pid, f"{prompt}{CALL_PREFIX} {decision.call} ",

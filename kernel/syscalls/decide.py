@@ -70,6 +70,14 @@ def continuations(names: list[str]) -> list[str]:
     return [ANSWER_PREFIX] + [f"{CALL_PREFIX} {name}" for name in names]
 
 
+# What calibrations scored in this process, by the same key as on disk (model file and prompts)
+_SCORED: dict[str, Any] = {}
+
+
+def _model_file(backend: Backend) -> bool:
+    return bool(backend.model) and Path(backend.model).is_file()
+
+
 @dataclass
 class Calibration:
     """What the decision needs per boot prompt, computed once and reused for every decision.
@@ -83,7 +91,8 @@ class Calibration:
       third-party plugin gets its bar from its own examples, without a hand-tuned number.
 
     With ``store`` set, both are also kept on disk, keyed by the model file (path, size, mtime)
-    and the exact prompts, so a restart does not score them again.
+    and the exact prompts, so a restart does not score them again. Within one process they are
+    shared under the same key by every kernel (a model switched back to, the test suite's kernels).
     """
 
     null_prompts: Callable[[], list[str]]
@@ -97,18 +106,23 @@ class Calibration:
         blob = json.dumps([backend.name, backend.model, stamp, parts])
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _load(self) -> dict[str, Any]:
+    def _disk(self) -> dict[str, Any]:
         try:
             data = json.loads(self.store.read_text()) if self.store and self.store.is_file() else {}
             return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}  # a damaged cache is only a cache: score again
 
-    def _save(self, disk_key: str, value: Any) -> None:
+    def _load(self, backend: Backend) -> dict[str, Any]:
+        return {**self._disk(), **(_SCORED if _model_file(backend) else {})}
+
+    def _save(self, backend: Backend, disk_key: str, value: Any) -> None:
+        if _model_file(backend):  # a model file: its path, size and mtime are in the key
+            _SCORED[disk_key] = value
         if self.store is None:
             return
         try:
-            saved = self._load()
+            saved = self._disk()
             saved[disk_key] = value
             self.store.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.store.with_suffix(".tmp")
@@ -125,14 +139,14 @@ class Calibration:
         conts = continuations(names)
         prompts = self.null_prompts()
         disk_key = self._disk_key(backend, [prompts, conts])
-        saved = self._load().get(disk_key)
+        saved = self._load(backend).get(disk_key)
         if isinstance(saved, list) and len(saved) == len(conts):
             self._cache[key] = [float(v) for v in saved]
             return self._cache[key]
         rows = [backend.score(CALIBRATION_PID, p, conts) for p in prompts]
         backend.release(CALIBRATION_PID)
         self._cache[key] = [sum(col) / len(rows) for col in zip(*rows)]
-        self._save(disk_key, self._cache[key])
+        self._save(backend, disk_key, self._cache[key])
         return self._cache[key]
 
     def scales(self, backend: Backend, names: list[str]) -> dict[str, float]:
@@ -145,7 +159,7 @@ class Calibration:
         base = self.baseline(backend, names)
         conts = continuations(names)
         disk_key = self._disk_key(backend, ["scales", self.null_prompts(), conts, examples])
-        saved = self._load().get(disk_key)
+        saved = self._load(backend).get(disk_key)
         if isinstance(saved, dict) and set(saved) == set(examples):
             self._cache[key] = {d: float(v) for d, v in saved.items()}
             return self._cache[key]
@@ -159,7 +173,7 @@ class Calibration:
             scales[device] = statistics.median(margins)
         backend.release(CALIBRATION_PID)
         self._cache[key] = scales
-        self._save(disk_key, scales)
+        self._save(backend, disk_key, scales)
         return scales
 
 

@@ -146,3 +146,19 @@ def test_held_out_requests_for_every_device_are_decided_well_on_the_real_model(r
     reached = {r.decision.call.partition(".")[0] for r in results if r.decision.call and r.right_at(
         bench.DEFAULT_THRESHOLD)}
     assert reached >= {"calculator", "browser", "image", "python", "memory", "speech"}, detail
+
+
+def test_kernels_on_one_model_file_share_the_calibration_in_a_process(tmp_path: Path):
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF stand-in")
+    null = {"ANSWER:": -3.0, "CALL calc": -1.0}
+    first = CountingBackend({}, null)
+    first.model = str(model)
+    assert Calibration(lambda: ["NULL shared"]).baseline(first, ["calc"]) == [-3.0, -1.0]
+    again = CountingBackend({}, {"ANSWER:": 9.0, "CALL calc": 9.0})
+    again.model = str(model)
+    assert Calibration(lambda: ["NULL shared"]).baseline(again, ["calc"]) == [-3.0, -1.0]
+    assert (first.calls, again.calls) == (1, 0)  # no store, yet not scored twice
+    model.write_bytes(b"GGUF another model, longer")  # another file at that path: scored again
+    Calibration(lambda: ["NULL shared"]).baseline(again, ["calc"])
+    assert again.calls == 1
