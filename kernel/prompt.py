@@ -10,6 +10,7 @@ prefix with the previous one and the backend only evaluates what is new.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable
 from importlib import resources
 
@@ -45,13 +46,25 @@ def _tool_response(msg: Message) -> str:
     return f'<tool_response call="{msg.call or ""}" trust="{trust}">\n{body}\n</tool_response>'
 
 
+# ChatML's control tokens, and the tag device results arrive in: in a user's or the model's own
+# text they are text, not structure (a pasted page cannot open a system turn; an answer that
+# imitates a device result does not read as one later)
+_STRUCTURE = re.compile(r"<(\|(?:im_start|im_end|endoftext)\||/?tool_response)", re.IGNORECASE)
+
+
+def _as_text(text: str) -> str:
+    return _STRUCTURE.sub(lambda m: "&lt;" + m.group(1), text)
+
+
 def render_message(msg: Message) -> str:
     if msg.role == "assistant":
-        content = f"{CALL_PREFIX} {msg.call} {msg.content}" if msg.call else f"{ANSWER_PREFIX} {msg.content}"
+        body = _as_text(msg.content)
+        content = f"{CALL_PREFIX} {msg.call} {body}" if msg.call else f"{ANSWER_PREFIX} {body}"
         return f"<|im_start|>assistant\n{content}<|im_end|>\n"
     if msg.role == "tool":
         return f"<|im_start|>user\n{_tool_response(msg)}<|im_end|>\n"
-    return f"<|im_start|>{msg.role}\n{msg.content}<|im_end|>\n"
+    content = msg.content if msg.role == "system" else _as_text(msg.content)
+    return f"<|im_start|>{msg.role}\n{content}<|im_end|>\n"
 
 
 def render(messages: Iterable[Message]) -> str:
