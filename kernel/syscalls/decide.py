@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 
 # The floor of every device's bar, in nats (config key `decision_threshold`). Chosen with
 # SCALE_FRACTION on bench/data/decisions_tuning.json and the dev set, all devices installed, on the
-# embedded model; the held-out sets judge it. Re-tune when the model or the boot prompt's wording
-# changes (new devices do not need it: their bars come from their examples).
+# embedded model; the held-out sets judge it. The tuning set scores the same for any floor from
+# 2.6 to 3.5, and the dev set with only its four tools would want <= 2.85 (its arithmetic margins
+# start at 2.86); but at 2.8, with every device installed, "when is my dentist appointment?" with
+# the fact already paged in went to memory.forget (tests/kernel/test_paging.py): users have every
+# device, so 3.5 stays. Re-tune when the model or the boot prompt's wording changes (new devices
+# do not need it: their bars come from their examples).
 DEFAULT_THRESHOLD = 3.5
 
 # A device's bar is at least this fraction of the median margin its own examples get (see
