@@ -182,6 +182,10 @@ class VoiceLoop:
         self.tts = tts
         self.options = options or VoiceOptions()
         self.player = Player(sink)
+        # A process of its own (``llmos voice``), or the chat process it is given (the desktop:
+        # voice turns are turns of the conversation on screen), raised to the voice level while
+        # the loop listens and given back the chat level after.
+        self._shared = pid is not None
         self.pid = pid if pid is not None else kernel.spawn("voice", Priority.VOICE, conversation=conversation)
         self.state = VoiceState.OFF
         self._observers: list[VoiceObserver] = []
@@ -230,6 +234,8 @@ class VoiceLoop:
         if self._capture is not None and self._capture.is_alive():
             raise RuntimeError("the voice loop is already listening")
         self._source = source
+        if self._shared:
+            self.kernel.set_priority(self.pid, Priority.VOICE)
         if hasattr(self.stt, "load"):  # whisper loads while the user starts talking, not after
             self._pending.append(self._turns.submit(self._preload))
         self._set_state(VoiceState.LISTENING)
@@ -262,7 +268,26 @@ class VoiceLoop:
             self._source.close()
         if self._capture is not None:
             self._capture.join(3.0)
+        self._give_back_priority()
         self._set_state(VoiceState.OFF)
+
+    def use_process(self, pid: int) -> None:
+        """Go on in another (chat) process: the window switched conversations. A turn running
+        in the old one is stopped; the new one gets the voice level while the loop listens."""
+        if pid == self.pid:
+            return
+        self._interrupt()
+        self._give_back_priority()
+        self.pid, self._shared = pid, True
+        if self._capture is not None and self._capture.is_alive():
+            self.kernel.set_priority(pid, Priority.VOICE)
+
+    def _give_back_priority(self) -> None:
+        if self._shared:
+            try:
+                self.kernel.set_priority(self.pid, Priority.CHAT)
+            except Exception:  # the kernel has shut down: nothing to give back
+                pass
 
     def close(self) -> None:
         self.stop()
@@ -304,6 +329,7 @@ class VoiceLoop:
                 future.result(self.options.turn_timeout_s)
             except Exception:  # reported by the turn itself; cancelled on close
                 pass
+        self._give_back_priority()
         self._set_state(VoiceState.OFF)
 
     def _on_vad(self, event: Any, speech_end_at: float) -> None:

@@ -130,23 +130,19 @@ class VoiceWidget(QWidget):
             self.loop = None
 
 
-def default_loop_factory(kernel: Any, config: Any = None) -> Callable[[], VoiceLoop]:
+def default_voice_loop(kernel: Any, config: Any = None, pid: int | None = None) -> VoiceLoop:
     """The voice loop on ``kernel`` as ``config`` sets it (whisper model, wake phrase, end of
     utterance, speaking rate: app/voice_config.py), with the default speaker (replies are shown
-    only, when there is no audio output)."""
+    only, when there is no audio output); its turns go to process ``pid`` when given."""
+    from llmos.app.voice_config import speech_to_text, text_to_speech, voice_options
+    from llmos.peripherals.playback import RecordingSink, SoundDeviceSink, SpeakerError
 
-    def make() -> VoiceLoop:
-        from llmos.app.voice_config import speech_to_text, text_to_speech, voice_options
-        from llmos.peripherals.playback import RecordingSink, SoundDeviceSink, SpeakerError
-
-        try:
-            sink: Any = SoundDeviceSink()
-        except SpeakerError as exc:
-            log.warning("%s: voice replies are shown as text only", exc)
-            sink = RecordingSink()
-        return VoiceLoop(kernel, speech_to_text(config), text_to_speech(config), sink, voice_options(config))
-
-    return make
+    try:
+        sink: Any = SoundDeviceSink()
+    except SpeakerError as exc:
+        log.warning("%s: voice replies are shown as text only", exc)
+        sink = RecordingSink()
+    return VoiceLoop(kernel, speech_to_text(config), text_to_speech(config), sink, voice_options(config), pid=pid)
 
 
 def default_source() -> AudioSource:

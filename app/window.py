@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeyEvent, QKeySequence
@@ -229,19 +229,39 @@ class ChatWindow(QMainWindow):
 
     def _build_voice(self) -> None:
         """Hands-free voice mode (app/voice_widget.py): its loop is made on the kernel in use when
-        the user turns it on; what is heard and answered shows in the conversation."""
-        from llmos.app.voice_widget import VoiceWidget, default_loop_factory, default_source
+        the user turns it on, and its turns are turns of the conversation on screen (the same
+        process, raised to the voice level while voice mode is on): journaled with it, in its
+        context, shown as they happen like typed ones."""
+        from llmos.app.voice_widget import VoiceWidget, default_source, default_voice_loop
+
+        self.voice_loop_factory = default_voice_loop  # (kernel, config, pid) -> VoiceLoop
 
         def make_loop():  # noqa: ANN202
             if self.kernel is None:
                 raise RuntimeError("the model is still loading: try voice mode again in a moment")
-            return default_loop_factory(self.kernel, self.config)()
+            if self.pid is None:
+                raise RuntimeError("the conversation is still starting: try voice mode again in a moment")
+            return self.voice_loop_factory(self.kernel, self.config, self.pid)
 
+        self._voice_turn = False  # a spoken turn is under way: show its answer as it streams
         self.voice = VoiceWidget(make_loop, default_source)
-        self.voice.transcript.connect(lambda text: self.view.add_message("user", text))
-        self.voice.turn_done.connect(lambda done: self.view.add_message("assistant", done.answer))
+        self.voice.transcript.connect(self._on_voice_heard)
+        self.voice.turn_done.connect(self._on_voice_done)
         self.voice.failed.connect(lambda message: self.view.add_note(f"Voice: {message}", error=True))
         self.set_voice_widget(self.voice)
+
+    def _on_voice_heard(self, text: str) -> None:
+        self.view.add_message("user", text)  # journaled as the process appends it (on_message_appended)
+        self._voice_turn = True
+        self._set_status("Thinking …", busy=True)
+
+    def _on_voice_done(self, done: Any) -> None:
+        self._voice_turn = False
+        if self.view.streaming:  # stopped before its answer was journaled
+            self.view.end_reply()
+        if done.stopped:
+            self.view.add_note("(interrupted)")
+        self._ready_status()
 
     def set_voice_widget(self, widget: QWidget) -> None:
         """Put the voice mode's widget in its toolbar slot."""
@@ -579,6 +599,8 @@ class ChatWindow(QMainWindow):
         self._spawning = None
         self.pid = pid
         self.conversation = conversation or self.conversation
+        if self.voice.loop is not None:  # voice mode follows the conversation on screen
+            self.voice.loop.use_process(pid)
         log.info("chat process %d (%s) for conversation %s", pid, name, conversation[:12])
         self._pump()
         self._update_actions()
@@ -601,7 +623,7 @@ class ChatWindow(QMainWindow):
 
     @Slot(int, str)
     def on_token(self, pid: int, text: str) -> None:
-        if pid == self.pid and self._future is not None:
+        if pid == self.pid and (self._future is not None or self._voice_turn):
             self.view.append_reply(text)
 
     @Slot(object)

@@ -74,6 +74,15 @@ class ProcessStateChanged(Event):
 
 
 @dataclass(frozen=True)
+class PriorityChanged(Event):
+    """A process moved to another scheduling level (voice mode taking over a chat process)."""
+
+    pid: int
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
 class ContextSwitched(Event):
     """The model's context now holds ``pid``'s tokens. ``method``: prefix, snapshot or prefill."""
 

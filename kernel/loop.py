@@ -68,6 +68,12 @@ class _Kill:
 
 
 @dataclass
+class _Renice:
+    pid: int
+    priority: Priority
+
+
+@dataclass
 class _InspectRam:
     pid: int
     future: "Future[RamReport]" = field(default_factory=Future)
@@ -181,6 +187,11 @@ class Kernel:
     def kill(self, pid: int) -> None:
         self._requests.put(_Kill(pid))
 
+    def set_priority(self, pid: int, priority: Priority) -> None:
+        """Move ``pid`` to another scheduling level from its next slice on (voice mode gives a
+        chat process the voice level while it listens, and gives it back after)."""
+        self._requests.put(_Renice(pid, priority))
+
     def processes(self) -> list[dict[str, Any]]:
         return [p.info() for p in self.table]
 
@@ -290,6 +301,11 @@ class Kernel:
             proc = self._lookup(request.pid)
             if proc is not None and proc.task is not None:
                 proc.stop_requested = True
+        elif isinstance(request, _Renice):
+            proc = self._lookup(request.pid)
+            if proc is not None and proc.priority is not request.priority:
+                old, proc.priority = proc.priority, request.priority
+                self.bus.emit(events.PriorityChanged(proc.pid, old.name.lower(), request.priority.name.lower()))
         elif isinstance(request, _Kill):
             proc = self._lookup(request.pid)
             if proc is not None:

@@ -241,3 +241,35 @@ def test_speech_after_a_pause_is_transcribed_whole(scripted_kernel, whisper_stt,
     [done] = seen.of(TurnDone)
     assert done.timings["stt_early"] == 1.0  # the later pause's transcript, of the whole utterance
     assert max(stt.lengths) == stt.lengths[-1]  # the whole utterance was transcribed last
+
+
+def test_a_given_chat_process_gets_the_voice_level_while_listening_and_back_after(scripted_kernel, whisper_stt, tts,
+                                                                                  spoken):
+    from llmos.kernel import events
+    from llmos.kernel.process import Priority
+
+    kernel, backend = scripted_kernel
+    backend.enqueue("ANSWER: Hello there.")
+    chat = kernel.spawn("chat", Priority.CHAT)
+    other = kernel.spawn("chat", Priority.CHAT)
+    changes: list[tuple[int, str]] = []
+    unsubscribe = kernel.bus.subscribe(
+        lambda e: changes.append((e.pid, e.new)) if isinstance(e, events.PriorityChanged) else None)
+    loop = VoiceLoop(kernel, whisper_stt, tts, RecordingSink(), pid=chat)
+    seen = Recorder()
+    loop.subscribe(seen)
+    mic = StreamSource()
+    try:
+        loop.start(mic)
+        assert seen.wait_for(lambda: (chat, "voice") in changes, 5)
+        loop.use_process(other)  # the window switched conversations
+        assert seen.wait_for(lambda: changes[-2:] == [(chat, "chat"), (other, "voice")], 5)
+        mic.push(read_wav(spoken("hello")) + Audio.silence(1.0))
+        assert seen.wait_for(lambda: seen.of(TurnDone), 60)
+    finally:
+        mic.end()
+        loop.close()
+        unsubscribe()
+    assert seen.wait_for(lambda: changes[-1] == (other, "chat"), 5)
+    assert [p["priority"] for p in kernel.processes() if p["pid"] in (chat, other)] == ["chat", "chat"]
+    assert loop.pid == other and seen.of(TurnDone)[0].answer == "Hello there."

@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("PySide6")
 
 from llmos.app.voice import VoiceLoop  # noqa: E402
+from llmos.kernel import events  # noqa: E402
 from llmos.app.voice_widget import VoiceWidget  # noqa: E402
 from llmos.peripherals.audio import AudioError  # noqa: E402
 from llmos.peripherals.microphone import MicrophoneError, file_source  # noqa: E402
@@ -25,9 +26,15 @@ def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, voice_kernel, wh
     sink = RecordingSink()
     window = ChatWindow(voice_kernel)
     qtbot.addWidget(window)
-    # the window's own voice widget, with a file instead of the microphone
-    window.voice._make_loop = lambda: VoiceLoop(voice_kernel, whisper_stt, tts, sink)
+    qtbot.waitUntil(lambda: window.pid is not None, timeout=600_000)
+    # the window's own voice widget and loop, with a file instead of the microphone
+    made: list[VoiceLoop] = []
+    window.voice_loop_factory = lambda kernel, config, pid: made.append(
+        VoiceLoop(kernel, whisper_stt, tts, sink, pid=pid)) or made[-1]
     window.voice._make_source = lambda: file_source(spoken("what is seventeen times twenty four"))
+    priorities: list[str] = []
+    unsubscribe = voice_kernel.bus.subscribe(
+        lambda e: priorities.append(e.new) if isinstance(e, events.PriorityChanged) and e.pid == window.pid else None)
     widget: VoiceWidget = window.voice
     states: list[str] = []
     widget.state_changed.connect(states.append)
@@ -44,8 +51,17 @@ def test_voice_toggle_runs_a_spoken_turn_into_the_window(qtbot, voice_kernel, wh
         assert widget.peak_level > 30  # the meter moved
         text = window.view.plain_text()
         assert "17" in text and "408" in text  # shown in the conversation like typed messages
+        answers = [b for b in window.view.bubbles() if b.role == "assistant"]
+        assert len(answers) == 1 and "408" in answers[0].text  # once, not also from the voice loop
+        assert "calculator.evaluate" in text  # its system call shown as a card, like a typed turn's
         assert sink.audio().rms() > 0.01
+        # a turn of the conversation on screen: the same process, in its messages (as journaled)
+        assert made[0].pid == window.pid
+        roles = [m.role for m in window.messages if not m.call and m.role in ("user", "assistant")]
+        assert roles[-2:] == ["user", "assistant"] and "408" in window.messages[-1].content
+        qtbot.waitUntil(lambda: priorities[-2:] == ["voice", "chat"], timeout=10_000)  # and back
     finally:
+        unsubscribe()
         widget.shutdown()
         tts.close()
 
