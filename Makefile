@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 model: $(STAMP)
 	@$(PY) tools/install_model.py
 	@$(PY) tools/install_whisper.py
+	@$(PY) tools/install_static_embedder.py
 
 run: setup
 	@$(VENV)/bin/llmos $(ARGS)

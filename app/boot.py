@@ -40,7 +40,7 @@ def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceReg
     kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all, ask), consent,
                     calibration_store=config.resolved_data_dir() / "calibration.json",
                     pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma",
-                                    url=config.chroma_url or None))
+                                    url=config.chroma_url or None, document_embedder=config.document_embedder))
     attach_journal(kernel, journal_path(config))
     return kernel
 
@@ -52,6 +52,7 @@ def build_registry(config: Config) -> DeviceRegistry:
     settings = {name: dict(values) for name, values in (config.devices or {}).items()}  # [devices.<name>]
     if config.chroma_url:
         settings.setdefault("memory", {})["chroma_url"] = config.chroma_url
+    settings.setdefault("memory", {}).setdefault("document_embedder", config.document_embedder)
     registry.start(config.resolved_data_dir(), settings)
     return registry
 

@@ -74,7 +74,7 @@ def _journal(config: Config) -> Any:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     """Run a `memory` subcommand; store, journal and ingest errors print one line and return 1."""
-    from llmos.memory.disk import DiskStore, StoreError
+    from llmos.memory.disk import DiskStore, EmbedderUnavailable, StoreError
     from llmos.memory.embedder import EmbedderError
     from llmos.memory.ingest import IngestError
     from llmos.memory.journal import JournalError
@@ -95,9 +95,14 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 return _error(f"memory store {path} is missing but the journal has {lost} entries for it; "
                               f"{REINDEX_HINT}")
         try:
-            store = DiskStore(path, url=url)
+            store = DiskStore(path, url=url, document_embedder=config.document_embedder)
+        except EmbedderUnavailable as exc:  # the store is fine: reindex would not help
+            return _error(str(exc))
         except StoreError as exc:
             return _error(str(exc) if url else f"{exc}; {REINDEX_HINT}")
+        if store.migrated:
+            print(f"llmos: re-embedded {store.migrated} document chunk{'s' * (store.migrated != 1)} for document_embedder="
+                  f"{config.document_embedder}", file=sys.stderr)
         try:
             if command == "add":
                 return _add(args, store, config)
@@ -278,7 +283,7 @@ def _reindex(config: Config) -> int:
 
     journal = _journal(config)
     try:
-        report = reindex(store_path(config), journal, progress)
+        report = reindex(store_path(config), journal, progress, document_embedder=config.document_embedder)
     finally:
         journal.close()
     if report.moved_aside:

@@ -6,10 +6,16 @@
   memories; 10,000 is always measured, 100,000 too when not ``--quick``
   (``memory_recall_p95_ms_100k``).
 - ``memory_ingest_chunks_per_s``: ``ingest()`` of a generated text file (~800-character chunks,
-  embedded and stored) into a fresh store (goal >= 200).
-- ``memory_recall_at_5``: retrieval quality on the labelled set ``bench/data/memory_recall.json``
-  (25 memories, 3 documents, 36 paraphrased queries) among 2,000 synthetic distractor memories:
-  the share of queries with a relevant entry in the first 5 hits (``llmos.memory.labelled``).
+  embedded and stored) into a fresh store with the default document embedder, static (goal >= 200);
+  ``memory_ingest_chunks_per_s_minilm``: the same file with ``document_embedder="minilm"``, in the
+  same run.
+- ``memory_recall_at_5`` / ``memory_recall_at_1``: retrieval quality on the labelled set
+  ``bench/data/memory_recall.json`` (25 memories, 3 documents, 36 paraphrased queries) among
+  2,000 synthetic distractor memories: the share of queries with a relevant entry in the first 5
+  (1) hits of the hybrid search (``llmos.memory.labelled``), for the store as shipped (memories
+  MiniLM, documents static); ``..._minilm``: documents on MiniLM too; ``..._all_static``: every
+  entry and query on the static embedder (the set's memories standing in for short document
+  chunks: a harder test of the static vectors than its 3 documents alone).
 - ``memory_paging_overhead_ms``: the extra time a turn spends paging (page-in search before the
   turn, page-out of an evicted turn to disk), side by side: the same scripted turns on two kernels,
   one with the DiskPager on a store of 2,000 memories and one without, interleaved; the figure is
@@ -45,8 +51,20 @@ FIGURES = (
     "memory_recall_p95_ms",
     "memory_recall_p95_ms_100k",
     "memory_ingest_chunks_per_s",
+    "memory_ingest_chunks_per_s_minilm",
     "memory_recall_at_5",
+    "memory_recall_at_1",
+    "memory_recall_at_5_minilm",
+    "memory_recall_at_1_minilm",
+    "memory_recall_at_5_all_static",
+    "memory_recall_at_1_all_static",
     "memory_paging_overhead_ms",
+)
+# the labelled-set variants: (suffix, what it is, DiskStore keywords)
+RECALL_VARIANTS = (
+    ("", "memories MiniLM, documents static (as shipped)", {"document_embedder": "static"}),
+    ("_minilm", "memories and documents MiniLM", {"document_embedder": "minilm"}),
+    ("_all_static", "every entry and query static", {"all_static": True}),
 )
 LABELLED = Path(__file__).resolve().parent / "data" / "memory_recall.json"
 
@@ -143,20 +161,54 @@ def _distractors(store: Any, embedder: Any) -> None:
     store.add_many(texts, embeddings=embedder.embed_array(texts))
 
 
-def _recall_figure(root: Path, embedder: Any) -> dict[str, Any]:
+def _recall_figures(root: Path, embedder: Any, static: Any) -> list[dict[str, Any]]:
+    """recall@5 and recall@1 on the labelled set for each of RECALL_VARIANTS."""
     from llmos.memory.disk import DiskStore
     from llmos.memory.labelled import load, recall_at_k
 
     labelled = load(LABELLED)
-    with DiskStore(root / "labelled", embedder=embedder) as store:
-        _distractors(store, embedder)
-        labelled.fill(store, root / "labelled-docs")
-        at5 = recall_at_k(store, labelled, 5)
-        at1 = recall_at_k(store, labelled, 1)
-    missed = "; ".join(at5.misses) or "none"
-    return {"name": "memory_recall_at_5", "value": round(at5.recall, 3), "unit": "", "goal": None,
-            "detail": (f"{at5.queries} queries, {len(labelled.memories)} memories + {len(labelled.documents)} "
-                       f"documents among 2,000 distractors; recall@1 {at1.recall:.2f}; missed at 5: {missed}")}
+    figures = []
+    for suffix, what, options in RECALL_VARIANTS:
+        folder = root / f"labelled{suffix or '_shipped'}"
+        if options.get("all_static"):  # the static embedder in the MiniLM slot: memories too
+            store = DiskStore(folder, embedder=static, document_embedder="minilm")
+        else:
+            store = DiskStore(folder, embedder=embedder, static_embedder=static, **options)
+        with store:
+            _distractors(store, store.embedder)
+            labelled.fill(store, root / f"labelled-docs{suffix}")
+            at5 = recall_at_k(store, labelled, 5)
+            at1 = recall_at_k(store, labelled, 1)
+        detail = (f"{what}; hybrid (vectors + BM25, RRF); {at5.queries} queries, {len(labelled.memories)} memories + "
+                  f"{len(labelled.documents)} documents among 2,000 distractors")
+        figures.append({"name": f"memory_recall_at_5{suffix}", "value": round(at5.recall, 3), "unit": "", "goal": None,
+                        "detail": f"{detail}; missed at 5: {'; '.join(at5.misses) or 'none'}"})
+        figures.append({"name": f"memory_recall_at_1{suffix}", "value": round(at1.recall, 3), "unit": "", "goal": None,
+                        "detail": f"{detail}; missed at 1: {len(at1.misses)}"})
+    return figures
+
+
+def _ingest_figure(root: Path, doc: Path, document_embedder: str, embedder: Any,
+                   static: Any) -> dict[str, Any]:
+    from llmos.memory.disk import DiskStore
+    from llmos.memory.ingest import ingest
+
+    store = DiskStore(root / f"ingest-{document_embedder}", embedder=embedder, static_embedder=static,
+                      document_embedder=document_embedder)
+    try:
+        report = ingest([doc], store)
+    finally:
+        store.close()
+    rate = report.chunks / report.seconds
+    chars = doc.stat().st_size / max(1, report.chunks)
+    shipped = document_embedder == "static"
+    return {
+        "name": "memory_ingest_chunks_per_s" + ("" if shipped else f"_{document_embedder}"),
+        "value": round(rate, 1), "unit": "chunks/s", "goal": ">= 200" if shipped else None,
+        "detail": (f"document_embedder={document_embedder}: {report.chunks} chunks (~{chars:.0f} characters, "
+                   f"~{chars / 4.5:.0f} tokens each) from a {doc.stat().st_size / 1e3:.0f} kB text file in "
+                   f"{report.seconds:.1f} s, embedding + chromadb + BM25 included"),
+    }
 
 
 def _paging_figure(ctx: "BenchContext", root: Path, embedder: Any) -> dict[str, Any]:
@@ -209,10 +261,11 @@ def _paging_figure(ctx: "BenchContext", root: Path, embedder: Any) -> dict[str, 
 def run(ctx: "BenchContext") -> list[dict[str, Any]]:
     from llmos.memory.disk import DiskStore
     from llmos.memory.embedder import default_embedder
-    from llmos.memory.ingest import ingest
+    from llmos.memory.static_embedder import default_static_embedder
 
     figures: list[dict[str, Any]] = []
     embedder = default_embedder()
+    static = default_static_embedder()
     queries = ctx.reps(300, 60)
     with tempfile.TemporaryDirectory(prefix="llmos-bench-memory-") as tmp:
         root = Path(tmp)
@@ -254,7 +307,7 @@ def run(ctx: "BenchContext") -> list[dict[str, Any]]:
                                f"p50 {p50:.1f} ms, p95 {p95:.1f} ms, max {max(times):.1f} ms; BM25 built in "
                                f"{build:.1f} s; storing took {fill_s:.0f} s"),
                 })
-        if ctx.wants("memory_ingest_chunks_per_s"):
+        if any(ctx.wants(name) for name in FIGURES if name.startswith("memory_ingest")):  # both, one file
             rng = random.Random(5)
             doc = root / "doc.txt"
             paragraphs = ctx.reps(400, 100)
@@ -262,20 +315,12 @@ def run(ctx: "BenchContext") -> list[dict[str, Any]]:
                 for _ in range(paragraphs):
                     words = " ".join(_memories(rng.randint(4, 9), seed=rng.random().__hash__()))
                     f.write(words.replace(" (note", ". Note").replace(")", "") + ".\n\n")
-            store = DiskStore(root / "ingest", embedder=embedder)
-            report = ingest([doc], store)
-            store.close()
-            rate = report.chunks / report.seconds
-            chars = doc.stat().st_size / max(1, report.chunks)
-            figures.append({
-                "name": "memory_ingest_chunks_per_s", "value": round(rate, 1), "unit": "chunks/s", "goal": ">= 200",
-                "detail": (f"{report.chunks} chunks (~{chars:.0f} characters, ~{chars / 4.5:.0f} tokens each) "
-                           f"from a {doc.stat().st_size / 1e3:.0f} kB text file in {report.seconds:.1f} s, "
-                           f"embedding + chromadb + BM25 included"),
-            })
-        if ctx.wants("memory_recall_at_5"):
-            ctx.log("memory: recall@5 on the labelled set")
-            figures.append(_recall_figure(root, embedder))
+            for document_embedder in ("static", "minilm"):
+                ctx.log(f"memory: ingest with document_embedder={document_embedder}")
+                figures.append(_ingest_figure(root, doc, document_embedder, embedder, static))
+        if any(ctx.wants(name) for name in FIGURES if name.startswith("memory_recall_at_")):
+            ctx.log("memory: recall@5 and recall@1 on the labelled set, for each embedder")
+            figures.extend(_recall_figures(root, embedder, static))
         if ctx.wants("memory_paging_overhead_ms"):
             ctx.log("memory: paging overhead, turns with and without the pager side by side")
             figures.append(_paging_figure(ctx, root, embedder))

@@ -53,6 +53,8 @@ class Config:
         "help": "seconds of silence that end an utterance (shorter answers sooner, longer lets you pause)"})
     tts_rate_wpm: int = field(default=180, metadata={"help": "speaking rate of the voice replies, words per minute"})
     tts_voice: str = field(default="", metadata={"help": "a pyttsx3/espeak-ng voice id; empty = the default English voice"})
+    document_embedder: str = field(default="static", metadata={
+        "help": "embeds ingested documents: static (distilled from MiniLM, fast) or minilm; memories always use minilm"})
     mcp: dict = field(default_factory=dict, metadata={
         "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 
@@ -112,6 +114,8 @@ def load_config(
     config = Config(**{k: _coerce(k, fields[k].type, v) for k, v in values.items()})
     if config.backend not in ("llamacpp", "openai"):
         raise ConfigError(f"config key 'backend': {config.backend!r} is not llamacpp or openai")
+    if config.document_embedder not in ("static", "minilm"):
+        raise ConfigError(f"config key 'document_embedder': {config.document_embedder!r} is not static or minilm")
     if config.n_ctx < 512 or config.slice_tokens < 1 or config.max_rounds < 0:
         raise ConfigError("config: n_ctx must be >= 512, slice_tokens >= 1, max_rounds >= 0")
     if config.stt_model not in STT_MODELS:

@@ -7,9 +7,18 @@
 
 Every entry carries metadata: ``source``, ``process``/``conversation`` (when known), ``created``
 (Unix time), ``provenance`` (``trusted`` for what the user said, ``untrusted`` for outside text)
-and ``kind``. Search is hybrid: the collection's vector ranking (all-MiniLM-L6-v2, cosine) and a
-BM25 keyword ranking are fused by reciprocal rank fusion (RRF, k=60), so both paraphrases and
-exact words (names, codes, numbers) are found.
+and ``kind``. Search is hybrid: the collection's vector ranking (cosine) and a BM25 keyword
+ranking are fused by reciprocal rank fusion (RRF, k=60), so both paraphrases and exact words
+(names, codes, numbers) are found.
+
+Each collection has its own embedder. Memories (few, short, quality matters) always use
+all-MiniLM-L6-v2; documents use ``document_embedder``: ``"static"`` (the table distilled from
+MiniLM, :mod:`llmos.memory.static_embedder`, ~100x faster to ingest) or ``"minilm"``. chromadb
+persists a collection's embedding function, so each document embedder has its own collection
+(``documents`` for MiniLM, ``documents-static`` for static) behind the one name ``documents``.
+Opening a store with the other embedder than its documents were embedded with re-embeds them
+into the chosen collection (ids, texts and metadata kept; the texts are in chroma) and then
+drops the old collection; a migration cut short is finished at the next open.
 
 The BM25 index lives in memory and is rebuilt lazily from the collection's documents: when the
 store is first searched, when the collection's size differs from the index, or when another
@@ -36,7 +45,8 @@ from typing import Any
 from .bm25 import BM25Index
 from .embedder import ChromaEmbeddingFunction, Embedder, EmbedderError, default_embedder
 
-__all__ = ["COLLECTIONS", "DiskStore", "Hit", "StoreError"]
+__all__ = ["COLLECTIONS", "DEFAULT_DOCUMENT_EMBEDDER", "DOCUMENT_EMBEDDERS", "DiskStore", "EmbedderUnavailable", "Hit",
+           "StoreError"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +56,21 @@ GENERATION_FILE = "llmos-generation"
 PROVENANCES = ("trusted", "untrusted")
 _PAGE = 5000
 COUNT_CHECK_S = 2.0  # how often search re-checks the collection's size against the BM25 index
+DOCUMENT_EMBEDDERS = ("static", "minilm")
+DEFAULT_DOCUMENT_EMBEDDER = "static"
+# the chromadb collection behind a collection name, per embedder (MiniLM's keep the old names)
+PHYSICAL = {("memories", "minilm"): "memories", ("documents", "minilm"): "documents",
+            ("documents", "static"): "documents-static"}
+MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2 (int8 ONNX, 384-d, cosine)",
+               "static": "static MiniLM (distilled token vectors, 256-d, cosine)"}
 
 
 class StoreError(RuntimeError):
     """The store cannot be opened or used; the message is one line naming the folder."""
+
+
+class EmbedderUnavailable(StoreError):
+    """The store is fine but an embedder it needs cannot load (the message says how to fix it)."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +105,23 @@ class DiskStore:
     """A chromadb folder with the ``memories`` and ``documents`` collections and hybrid search."""
 
     def __init__(self, path: str | os.PathLike[str], embedder: Embedder | None = None, *,
-                 url: str | None = None) -> None:
+                 url: str | None = None, document_embedder: str | None = None,
+                 static_embedder: Any = None) -> None:
         """A store in the folder ``path``; with ``url`` (``http://host:port``) the collections live
-        on that Chroma server (``chromadb.HttpClient``) and ``path`` only keeps the generation token."""
+        on that Chroma server (``chromadb.HttpClient``) and ``path`` only keeps the generation token.
+
+        ``embedder`` is the MiniLM embedder (shared by default), ``document_embedder`` which one
+        embeds documents (``"static"`` or ``"minilm"``; None: ``DEFAULT_DOCUMENT_EMBEDDER``),
+        ``static_embedder`` the static one (by default the shared one on the installed table)."""
+        document_embedder = document_embedder or DEFAULT_DOCUMENT_EMBEDDER
+        if document_embedder not in DOCUMENT_EMBEDDERS:
+            raise ValueError(f"document_embedder must be one of {', '.join(DOCUMENT_EMBEDDERS)}, not {document_embedder!r}")
         self.path = Path(path).expanduser()
         self.url = url or None
+        self.kinds = {"memories": "minilm", "documents": document_embedder}
         self._lock = threading.RLock()
         self._embedder = embedder
+        self._static = static_embedder
         self._indexes: dict[str, BM25Index] = {}
         self._generation: str | None = None
         self._checked: dict[str, float] = {}
@@ -108,7 +139,7 @@ class DiskStore:
             from chromadb.config import Settings
         except ImportError as exc:
             raise StoreError(f"memory store {self.path}: the chromadb package is missing ({exc})") from None
-        self._ef = ChromaEmbeddingFunction(embedder)
+        self._efs = {"minilm": ChromaEmbeddingFunction(embedder), "static": self._static_function()}
         with self._guard("cannot open the store"):
             settings = Settings(anonymized_telemetry=False, allow_reset=False)
             if self.url:
@@ -122,6 +153,7 @@ class DiskStore:
             self._collections = {name: self._open_collection(name) for name in COLLECTIONS}
             for collection in self._collections.values():
                 collection.count()  # reads the database now: corruption shows here, not later
+        self.migrated = self._migrate_documents()
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -132,12 +164,34 @@ class DiskStore:
 
     @property
     def embedder(self) -> Embedder:
+        """The MiniLM embedder (memories, and documents when ``document_embedder`` is minilm)."""
         if self._embedder is None:
             try:
                 self._embedder = default_embedder()
             except EmbedderError as exc:
-                raise StoreError(f"memory store {self.where}: {exc}") from None
+                raise EmbedderUnavailable(f"memory store {self.where}: {exc}") from None
         return self._embedder
+
+    @property
+    def static_embedder(self) -> Any:
+        if self._static is None:
+            from .static_embedder import default_static_embedder
+
+            try:
+                self._static = default_static_embedder()
+            except EmbedderError as exc:
+                raise EmbedderUnavailable(f"memory store {self.where}: {exc}") from None
+        return self._static
+
+    def embedder_for(self, collection: str) -> Any:
+        """The embedder of collection ``memories`` or ``documents``."""
+        self._collection(collection)
+        return self.static_embedder if self.kinds[collection] == "static" else self.embedder
+
+    def _static_function(self) -> Any:
+        from .static_embedder import StaticChromaEmbeddingFunction
+
+        return StaticChromaEmbeddingFunction(self._static)
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -155,13 +209,61 @@ class DiskStore:
                 raise
             raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
 
-    def _open_collection(self, name: str) -> Any:
+    def _open_collection(self, name: str, kind: str | None = None) -> Any:
+        kind = kind or self.kinds[name]
         return self._client.get_or_create_collection(
-            name,
-            embedding_function=self._ef,
+            PHYSICAL[(name, kind)],
+            embedding_function=self._efs[kind],
             configuration={"hnsw": {"space": "cosine"}},
             metadata={"llmos": "memory"},
         )
+
+    def _collection_names(self) -> set[str]:
+        return {c if isinstance(c, str) else c.name for c in self._client.list_collections()}
+
+    def _migrate_documents(self) -> int:
+        """Re-embed the chunks of a documents collection of the other embedder into ours, then
+        drop it; returns how many were moved. Upserts keep a second run (after a crash, or
+        another process migrating at once) harmless."""
+        ours = self.kinds["documents"]
+        moved = 0
+        for kind in DOCUMENT_EMBEDDERS:
+            if kind == ours:
+                continue
+            name = PHYSICAL[("documents", kind)]
+            with self._guard("cannot read the old documents collection"):
+                if name not in self._collection_names():
+                    continue
+                old = self._client.get_collection(name, embedding_function=self._efs[kind])
+                total = old.count()
+            if total:
+                log.info("memory store %s: re-embedding %d document chunks (%s -> %s)", self.where, total, kind, ours)
+                embedder = self.embedder_for("documents")
+            target = self._collections["documents"]
+            offset = 0
+            while offset < total:
+                with self._guard("cannot read the old documents collection"):
+                    page = old.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
+                if not page["ids"]:
+                    break
+                texts = [d or "" for d in page["documents"]]
+                vectors = embedder.embed_array(texts)
+                with self._lock, self._guard("cannot write"):
+                    batch = max(1, min(1000, self._client.get_max_batch_size()))
+                    for start in range(0, len(texts), batch):
+                        end = start + batch
+                        target.upsert(ids=page["ids"][start:end], documents=texts[start:end],
+                                      metadatas=page["metadatas"][start:end], embeddings=vectors[start:end])
+                offset += len(page["ids"])
+                moved += len(page["ids"])
+            try:
+                self._client.delete_collection(name)
+            except Exception as exc:  # or another process dropped it first: either way, ours is whole
+                log.warning("memory store %s: cannot drop the old documents collection %s yet (%s); "
+                            "the next open tries again", self.where, name, _one_line(exc))
+            if total:
+                self._mutated(self._indexes.clear)
+        return moved
 
     def _collection(self, name: str) -> Any:
         if name not in self._collections:
@@ -334,7 +436,10 @@ class DiskStore:
         import numpy as np
 
         # a float32 array goes to chromadb as it is (lists of Python floats cost a third of an add)
-        vectors = np.asarray(self.embedder.embed_array(texts) if embeddings is None else embeddings, dtype=np.float32)
+        self._collection(collection)
+        if embeddings is None:
+            embeddings = self.embedder_for(collection).embed_array(texts)
+        vectors = np.asarray(embeddings, dtype=np.float32)
         with self._lock, self._guard("cannot write"):
             target = self._collection(collection)
             batch = max(1, min(1000, self._client.get_max_batch_size()))
@@ -428,7 +533,11 @@ class DiskStore:
         for name in names:
             self._collection(name)
         depth = candidates or max(4 * k, 20)
-        vector = self.embedder.embed_array([query])[0]
+        vectors: dict[str, Any] = {}  # one query vector per embedder in use
+        for name in names:
+            kind = self.kinds[name]
+            if kind not in vectors:
+                vectors[kind] = self.embedder_for(name).embed_array([query])[0]
         fused: dict[tuple[str, str], float] = {}
         known: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         similarity: dict[tuple[str, str], float] = {}
@@ -440,7 +549,7 @@ class DiskStore:
                 if not count:
                     continue
                 result = target.query(
-                    query_embeddings=[vector.tolist()],
+                    query_embeddings=[vectors[self.kinds[name]].tolist()],
                     n_results=min(depth, count),
                     include=["documents", "metadatas", "distances"],
                 )
@@ -487,7 +596,8 @@ class DiskStore:
             "collections": counts,
             "total": sum(counts.values()),
             "bytes": size,
-            "embedding_model": "all-MiniLM-L6-v2 (int8 ONNX, 384-d, cosine)",
+            "embedding_model": MODEL_NAMES["minilm"],
+            "embedders": {name: MODEL_NAMES[kind] for name, kind in self.kinds.items()},
         }
 
     def __repr__(self) -> str:

@@ -14,15 +14,19 @@ mean-pooled over the attention mask and L2-normalised: 384 floats of unit length
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["DIMENSIONS", "MAX_TOKENS", "ChromaEmbeddingFunction", "Embedder", "EmbedderError", "default_embedder"]
+T = TypeVar("T")
+
+__all__ = ["DIMENSIONS", "MAX_TOKENS", "ChromaEmbeddingFunction", "Embedder", "EmbedderBase", "EmbedderError",
+           "default_embedder", "once"]
 
 DIMENSIONS = 384
 MAX_TOKENS = 256
@@ -51,7 +55,25 @@ def _model_files() -> tuple[Path, Path]:
     return model, tokenizer
 
 
-class Embedder:
+class EmbedderBase:
+    """What the store needs of an embedder: ``dimensions`` and ``embed_array``; ``embed`` and
+    ``embed_one`` come from it."""
+
+    dimensions: int
+
+    def embed_array(self, texts: Sequence[str]) -> Any:
+        """A float32 array of shape (len(texts), dimensions), one unit-length row per text."""
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One unit-length vector per text, in the order given."""
+        return self.embed_array(texts).tolist()
+
+    def embed_one(self, text: str) -> list[float]:
+        return self.embed_array([text])[0].tolist()
+
+
+class Embedder(EmbedderBase):
     """all-MiniLM-L6-v2 sentence embeddings on onnxruntime (thread-safe, CPU)."""
 
     dimensions = DIMENSIONS
@@ -88,13 +110,6 @@ class Embedder:
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._lock = threading.Lock()
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One unit-length 384-d vector per text, in the order given."""
-        return self.embed_array(texts).tolist()
-
-    def embed_one(self, text: str) -> list[float]:
-        return self.embed_array([text])[0].tolist()
-
     def embed_array(self, texts: Sequence[str]) -> Any:
         """Like :meth:`embed`, as a float32 numpy array of shape (len(texts), 384)."""
         np = self._np
@@ -130,17 +145,26 @@ class Embedder:
         return pooled / np.maximum(norms, 1e-12)
 
 
-_default: Embedder | None = None
-_default_lock = threading.Lock()
+def once(factory: Callable[[], T]) -> Callable[[], T]:
+    """``factory`` made into a shared instance: called once per process (thread-safe; a call
+    that raised is tried again next time), its result returned ever after."""
+    lock = threading.Lock()
+    made: list[T] = []
+
+    @functools.wraps(factory)
+    def shared() -> T:
+        with lock:
+            if not made:
+                made.append(factory())
+            return made[0]
+
+    return shared
 
 
+@once
 def default_embedder() -> Embedder:
     """One shared :class:`Embedder` per process (the model loads once, ~0.3 s)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Embedder()
-        return _default
+    return Embedder()
 
 
 try:  # chromadb is optional for the embedder itself

@@ -46,9 +46,10 @@ class DiskPager:
     restores them.
     """
 
-    def __init__(self, store_path: Path, url: str | None = None) -> None:
+    def __init__(self, store_path: Path, url: str | None = None, *, document_embedder: str | None = None) -> None:
         self.store_path = store_path
         self.url = url or None  # a Chroma server instead of the local folder
+        self.document_embedder = document_embedder  # "static" or "minilm"; None: DiskStore's default
         self._store: Any = None
         self._lock = threading.Lock()
         self._writer: Any = None  # a one-thread executor, made on the first page-out
@@ -74,7 +75,7 @@ class DiskPager:
             if self._store is None:
                 from llmos.memory.disk import DiskStore
 
-                self._store = DiskStore(self.store_path, url=self.url)
+                self._store = DiskStore(self.store_path, url=self.url, document_embedder=self.document_embedder)
             return self._store
 
     def page_out(self, conversation: str, turns: list[list[Message]]) -> list[str]:

@@ -68,7 +68,8 @@ def _move_aside(path: Path) -> Path | None:
 
 
 def reindex(store_path: Path, journal: Journal, progress: Callable[[Any], None] | None = None,
-            *, store_factory: Callable[[Path], Any] | None = None) -> ReindexReport:
+            *, store_factory: Callable[[Path], Any] | None = None,
+            document_embedder: str | None = None) -> ReindexReport:
     """Move the store at ``store_path`` aside and build a new one from ``journal``.
 
     ``progress`` gets :class:`~llmos.memory.ingest.IngestProgress` while files are read again.
@@ -82,7 +83,7 @@ def reindex(store_path: Path, journal: Journal, progress: Callable[[Any], None] 
     moved = _move_aside(store_path)
     report.moved_aside = str(moved) if moved else None
     DiskStore.drop_cached(store_path)
-    store = (store_factory or DiskStore)(store_path)
+    store = store_factory(store_path) if store_factory else DiskStore(store_path, document_embedder=document_embedder)
     try:
         forgotten = journal.forgotten()
         gone = set(forgotten.values())

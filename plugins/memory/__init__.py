@@ -7,7 +7,8 @@ contains document text is marked untrusted (files are outside data).
 
 The store lives in the device's own folder: ``<data_dir>/devices/memory/chroma``, the same one
 ``llmos memory`` uses, or on a Chroma server when the config sets ``chroma_url`` (the device's
-``chroma_url`` setting).
+``chroma_url`` setting). Documents are embedded by the config's ``document_embedder`` (the
+device's setting of that name).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _store() -> Any:
             from llmos.memory.disk import DiskStore, StoreError
 
             try:
-                _state.store = DiskStore(_state.path, url=_state.settings.get("chroma_url") or None)
+                _state.store = DiskStore(_state.path, url=_state.settings.get("chroma_url") or None,
+                                         document_embedder=_state.settings.get("document_embedder"))
             except StoreError as exc:
                 raise DeviceError(str(exc)) from None
         return _state.store

@@ -107,7 +107,8 @@ def ingest_with_bounded_memory(tmp_path: Path, size: int) -> tuple[int, int, int
     actual = path.stat().st_size
     embedder = HashEmbedder()
     embedder.embed_array(["warm up"])  # numpy.random's first use imports modules: not the file's cost
-    with DiskStore(tmp_path / "chroma", embedder=embedder) as store:
+    # document_embedder="minilm": the hash embedder stands in for MiniLM in both collections
+    with DiskStore(tmp_path / "chroma", embedder=embedder, document_embedder="minilm") as store:
         store.add_many(["warm up"], collection="memories")  # chromadb's first write, likewise
         tracemalloc.start()
         try:
