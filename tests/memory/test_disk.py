@@ -5,9 +5,12 @@ Real chromadb on tmp_path and the real ONNX embedding model throughout.
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 import random
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -154,6 +157,53 @@ def test_bm25_ranks_and_removes() -> None:
     assert index.remove("a") and not index.remove("a")
     assert [d for d, _ in index.search("red")] == ["b"]
     assert tokenize("The Locks of THE door") == ["lock", "door"]
+
+
+def _reference_bm25(documents: dict[str, str], query: str, k: int = 10, k1: float = 1.5,
+                     b: float = 0.75) -> list[tuple[str, float]]:
+    """BM25 written out plainly over a dict of documents: what BM25Index must match."""
+    counts = {doc_id: Counter(tokenize(text)) for doc_id, text in documents.items()}
+    n = len(counts)
+    terms = set(tokenize(query))
+    if not n or not terms or k <= 0:
+        return []
+    average = sum(sum(c.values()) for c in counts.values()) / n or 1.0
+    scores: dict[str, float] = {}
+    for term in terms:
+        df = sum(1 for c in counts.values() if term in c)
+        if not df:
+            continue
+        idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        for doc_id, c in counts.items():
+            if term in c:
+                tf, length = c[term], sum(c.values())
+                scores[doc_id] = scores.get(doc_id, 0.0) + idf * tf * (k1 + 1.0) / (
+                    tf + k1 * (1.0 - b) + k1 * b * length / average)
+    return heapq.nlargest(k, scores.items(), key=lambda item: (item[1], item[0]))
+
+
+def test_bm25_matches_the_plain_formula_through_adds_removes_and_replacements() -> None:
+    rng = random.Random(7)
+    words = "apple pear plum kiwi lime fig date melon grape berry cherry lemon".split()
+    index, documents = BM25Index(), {}
+    for step in range(600):
+        doc_id = f"d{rng.randrange(150)}"
+        if doc_id in documents and rng.random() < 0.3:
+            assert index.remove(doc_id)
+            del documents[doc_id]
+        else:  # a new document, or new text for an old id
+            text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+            index.add(doc_id, text)
+            documents[doc_id] = text
+        if step % 50 == 49:
+            for query in ("apple", "plum kiwi", "fig date melon", "cherry lemon lime grape", "nothing here"):
+                got, want = index.search(query, 7), _reference_bm25(documents, query, 7)
+                # the same scores; the same documents, but for ties (equal to the last ulp) at the cut
+                assert [round(x, 9) for _, x in got] == [round(x, 9) for _, x in want], query
+                last = round(want[-1][1], 9) if want else None
+                assert ({d for d, x in got if round(x, 9) != last}
+                        == {d for d, x in want if round(x, 9) != last}), query
+    assert len(index) == len(documents)
 
 
 # --- ingest ------------------------------------------------------------------------------------
