@@ -278,6 +278,8 @@ class Kernel:
             proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history],
                                     request.conversation)
             proc.pinned = len(self._boot)
+            # a resumed conversation that read untrusted content is as tainted as before the restart
+            proc.tainted = any(not m.trusted for m in request.history)
             self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
                                                 proc.conversation, resumed=request.conversation is not None))
             self._set_state(proc, ProcessState.IDLE, "spawned")

@@ -111,6 +111,7 @@ class Process:
             "messages": len(self.messages),
             "tokens_generated": self.tokens_generated,
             "model_seconds": round(self.model_seconds, 3),
+            "tainted": self.tainted,
             "error": self.error,
         }
 
