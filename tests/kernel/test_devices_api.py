@@ -167,18 +167,27 @@ def test_after_untrusted_content_side_effects_need_consent_and_no_way_to_ask_mea
     assert shell.ran == []  # type: ignore[attr-defined]
 
 
-def test_consent_given_lets_that_call_run_and_the_untrusted_page_is_marked_data():
-    from llmos.kernel.backends.scripted import ScriptedBackend
+def _consenting_kernel(backend, asked: list[str], answer: bool):  # noqa: ANN202
+    """A kernel with the web and shell pair, every permission granted, and a consent that
+    notes each question in ``asked`` and answers ``answer``."""
     from llmos.kernel.loop import Kernel
 
     web, shell = _tainting_pair()
     registry = DeviceRegistry()
     registry.register(web)
     registry.register(shell)
+    kernel = Kernel(backend, registry, policy=GrantPolicy(grant_all=True),
+                    consent=lambda req: asked.append(f"{req.device}.{req.call}") or answer).start()
+    return kernel, shell
+
+
+def test_consent_given_lets_that_call_run_and_the_untrusted_page_is_marked_data():
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+
     asked: list[str] = []
     backend = ScriptedBackend(['CALL web.fetch {"url": "http://page"}', 'CALL shell.run {"command": "ls"}', "ANSWER: ok"])
-    kernel = Kernel(backend, registry, policy=GrantPolicy(grant_all=True),
-                    consent=lambda req: asked.append(f"{req.device}.{req.call}") or True).start()
+    kernel, shell = _consenting_kernel(backend, asked, answer=True)
     result = kernel.ask("go").result(10)
     kernel.shutdown()
     assert asked == ["shell.run"] and shell.ran == ["ls"]  # type: ignore[attr-defined]
@@ -191,14 +200,9 @@ def test_a_resumed_conversation_that_read_untrusted_content_still_needs_consent(
     from llmos.kernel.loop import Kernel
     from llmos.kernel.process import Message
 
-    web, shell = _tainting_pair()
-    registry = DeviceRegistry()
-    registry.register(web)
-    registry.register(shell)
     asked: list[str] = []
-    backend = ScriptedBackend(['CALL shell.run {"command": "ls"}', "ANSWER: ok"])
-    kernel = Kernel(backend, registry, policy=GrantPolicy(grant_all=True),
-                    consent=lambda req: asked.append(f"{req.device}.{req.call}") or False).start()
+    kernel, shell = _consenting_kernel(ScriptedBackend(['CALL shell.run {"command": "ls"}', "ANSWER: ok"]), asked,
+                                       answer=False)
     try:
         history = [Message("user", "read the page"),
                    Message("assistant", '{"url": "http://page"}', call="web.fetch"),
