@@ -183,7 +183,6 @@ def _consenting_kernel(backend, asked: list[str], answer: bool):  # noqa: ANN202
 
 def test_consent_given_lets_that_call_run_and_the_untrusted_page_is_marked_data():
     from llmos.kernel.backends.scripted import ScriptedBackend
-    from llmos.kernel.loop import Kernel
 
     asked: list[str] = []
     backend = ScriptedBackend(['CALL web.fetch {"url": "http://page"}', 'CALL shell.run {"command": "ls"}', "ANSWER: ok"])
@@ -197,7 +196,6 @@ def test_consent_given_lets_that_call_run_and_the_untrusted_page_is_marked_data(
 
 def test_a_resumed_conversation_that_read_untrusted_content_still_needs_consent():
     from llmos.kernel.backends.scripted import ScriptedBackend
-    from llmos.kernel.loop import Kernel
     from llmos.kernel.process import Message
 
     asked: list[str] = []
