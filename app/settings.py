@@ -148,10 +148,10 @@ class SettingsDialog(QDialog):
         voice = QGroupBox("Voice")
         voice_form = QFormLayout(voice)
         for f in voice_fields():
-            editor = self._editor(getattr(config, f.name))
+            editor = self._editor(getattr(config, f.name), f.metadata)
             editor.setToolTip(f.metadata.get("help", ""))
             self.voice_editors[f.name] = editor
-            voice_form.addRow(f.name.replace("_", " ").capitalize(), editor)
+            voice_form.addRow(f.metadata.get("label") or f.name.replace("_", " ").capitalize(), editor)
         if not self.voice_editors:
             voice_form.addRow(QLabel("Voice options appear here with the voice mode."))
         self.error = QLabel("")
@@ -173,21 +173,32 @@ class SettingsDialog(QDialog):
         self.result_config: Config | None = None
 
     @staticmethod
-    def _editor(value: Any) -> QWidget:
+    def _editor(value: Any, meta: Any = None) -> QWidget:
+        """An editor for a config value, shaped by its field's metadata (choices, range, unit)."""
+        meta = meta or {}
+        low, high = meta.get("range", (-1_000_000, 1_000_000))
         if isinstance(value, bool):
             box = QCheckBox()
             box.setChecked(value)
             return box
+        if meta.get("choices"):
+            combo = QComboBox()
+            combo.addItems([str(c) for c in meta["choices"]])
+            combo.setCurrentText(str(value))
+            return combo
         if isinstance(value, int):
             spin = QSpinBox()
-            spin.setRange(-1_000_000, 1_000_000)
+            spin.setRange(int(low), int(high))
             spin.setValue(value)
+            spin.setSuffix(meta.get("unit", ""))
             return spin
         if isinstance(value, float):
             dspin = QDoubleSpinBox()
-            dspin.setRange(-1e6, 1e6)
-            dspin.setDecimals(3)
+            dspin.setRange(float(low), float(high))
+            dspin.setDecimals(2 if "range" in meta else 3)
+            dspin.setSingleStep(0.05 if "range" in meta else 1.0)
             dspin.setValue(value)
+            dspin.setSuffix(meta.get("unit", ""))
             return dspin
         return QLineEdit(str(value))
 
@@ -195,6 +206,8 @@ class SettingsDialog(QDialog):
     def _read(editor: QWidget) -> Any:
         if isinstance(editor, QCheckBox):
             return editor.isChecked()
+        if isinstance(editor, QComboBox):
+            return editor.currentText()
         if isinstance(editor, (QSpinBox, QDoubleSpinBox)):
             return editor.value()
         assert isinstance(editor, QLineEdit)

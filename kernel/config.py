@@ -46,13 +46,20 @@ class Config:
         "help": "each device's settings: [devices.<name>], e.g. [devices.browser] search_url, allow_private"})
     chroma_url: str = field(default="", metadata={
         "help": "long-term memory on a Chroma server (http://host:port); empty = the local store in data_dir"})
+    # voice: "label", "choices", "range" and "unit" shape their editors in the desktop's Settings
     voice_wake_phrase: str = field(default="", metadata={
-        "help": 'voice mode answers only utterances that start with it, e.g. "hey computer"; empty = every utterance'})
-    stt_model: str = field(default="tiny.en", metadata={"help": "whisper model for voice: tiny.en or base"})
+        "help": 'voice mode answers only utterances that start with it, e.g. "hey computer"; empty = every utterance',
+        "label": "Wake phrase"})
+    stt_model: str = field(default="tiny.en", metadata={
+        "help": "whisper model for voice: tiny.en or base", "label": "Speech recognition", "choices": STT_MODELS})
     vad_end_silence_s: float = field(default=0.45, metadata={
-        "help": "seconds of silence that end an utterance (shorter answers sooner, longer lets you pause)"})
-    tts_rate_wpm: int = field(default=180, metadata={"help": "speaking rate of the voice replies, words per minute"})
-    tts_voice: str = field(default="", metadata={"help": "a pyttsx3/espeak-ng voice id; empty = the default English voice"})
+        "help": "seconds of silence that end an utterance (shorter answers sooner, longer lets you pause)",
+        "label": "End of utterance after", "range": (0.2, 5.0), "unit": " s of silence"})
+    tts_rate_wpm: int = field(default=180, metadata={
+        "help": "speaking rate of the voice replies, words per minute", "label": "Speaking rate",
+        "range": (60, 500), "unit": " words/min"})
+    tts_voice: str = field(default="", metadata={
+        "help": "a pyttsx3/espeak-ng voice id; empty = the default English voice", "label": "Voice (espeak-ng id)"})
     document_embedder: str = field(default="static", metadata={
         "help": "embeds ingested documents: static (distilled from MiniLM, fast) or minilm; memories always use minilm"})
     mcp: dict = field(default_factory=dict, metadata={

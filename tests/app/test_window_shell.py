@@ -409,6 +409,32 @@ def test_settings_refuse_a_bad_model_file_and_switch_to_a_good_one(qtbot, shell:
     qtbot.waitUntil(lambda: "from the new model" in text_of(window), timeout=5000)
 
 
+def test_voice_settings_are_saved_and_the_next_voice_mode_uses_them(qtbot, shell: Shell, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    from PySide6.QtWidgets import QComboBox
+
+    from llmos.app.voice_config import voice_options
+
+    config_path = tmp_path / "config.toml"
+    monkeypatch.setenv("LLMOS_CONFIG", str(config_path))
+    window = shell.open(ScriptedBackend(["ANSWER: ok"]), config=Config())
+    dialog = window.show_settings()
+    editors = dialog.voice_editors
+    assert isinstance(editors["stt_model"], QComboBox)
+    assert editors["vad_end_silence_s"].maximum() == 5.0  # the range the config accepts
+    editors["voice_wake_phrase"].setText("hey computer")
+    editors["stt_model"].setCurrentText("base")
+    editors["vad_end_silence_s"].setValue(0.8)
+    editors["tts_rate_wpm"].setValue(150)
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible()
+    saved = load_config(config_path, env={})
+    assert (saved.voice_wake_phrase, saved.stt_model, saved.vad_end_silence_s, saved.tts_rate_wpm) == (
+        "hey computer", "base", 0.8, 150)
+    options = voice_options(window.config)  # what the next voice mode is built from
+    assert options.wake_phrase == "hey computer" and options.vad.end_silence_s == 0.8
+
+
 def test_toml_writer_round_trips_the_config() -> None:
     import tomllib
 
