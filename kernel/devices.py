@@ -231,7 +231,15 @@ class Device:
         return register(function) if function is not None else register
 
     def has_side_effects(self, call: Call) -> bool:
-        return call.side_effects or any(p in SIDE_EFFECT_PERMISSIONS for p in self.permissions)
+        """Does ``call`` act on the world? Declared per call; a device that declares it for none of
+        its calls but holds a permission that acts (``files.write``, ``process``, ``speaker``) is
+        taken to act with every call. A device that marks some calls is taken at its word for
+        the rest (the image device's ``info`` only reads)."""
+        if call.side_effects:
+            return True
+        if any(c.side_effects for c in self.calls.values()):
+            return False
+        return any(p in SIDE_EFFECT_PERMISSIONS for p in self.permissions)
 
     def manifest(self) -> dict[str, Any]:
         """The device as plain data (what `llmos devices --json` prints)."""

@@ -320,3 +320,38 @@ def test_a_hostile_page_in_the_kernel_cannot_reach_a_new_host_without_consent():
     assert [s["ok"] for s in result.syscalls] == [True, False]
     assert "consent refused" in result.syscalls[1]["error"]
     assert fetched == ["http://good.example/page"] and asked[0].destinations == ("evil.example:80",)
+
+
+def test_side_effects_are_per_call_once_a_device_marks_any_and_every_call_otherwise():
+    marked = Device("pics", permissions=["files.read", "files.write"])
+
+    @marked.call
+    def info(path: str) -> str:
+        """Read."""
+        return "ok"
+
+    @marked.call(side_effects=True)
+    def save(path: str) -> str:
+        """Write."""
+        return "ok"
+
+    unmarked = Device("files", permissions=["files.write"])
+
+    @unmarked.call
+    def write(path: str) -> str:
+        """Write, undeclared."""
+        return "ok"
+
+    quiet = Device("clock")
+
+    @quiet.call
+    def now() -> str:
+        """Read the clock."""
+        return "noon"
+
+    assert not marked.has_side_effects(marked.calls["info"]) and marked.has_side_effects(marked.calls["save"])
+    assert unmarked.has_side_effects(unmarked.calls["write"])  # undeclared, and it may write: it acts
+    assert not quiet.has_side_effects(quiet.calls["now"])
+    d = _dispatcher(marked, grant_all=True)  # tainted, and no one to ask
+    assert d.call_blocking("pics.info", {"path": "a.png"}, tainted=True).ok
+    assert "consent" in d.call_blocking("pics.save", {"path": "a.png"}, tainted=True).error
