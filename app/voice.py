@@ -176,7 +176,7 @@ class _Reply:
 
 class VoiceLoop:
     def __init__(self, kernel: Any, stt: Any, tts: Any, sink: AudioSink, options: VoiceOptions | None = None,
-                 *, pid: int | None = None, conversation: str | None = None) -> None:
+                 *, pid: int | None = None, conversation: str | None = None, history: list[Any] | None = None) -> None:
         self.kernel = kernel
         self.stt = stt
         self.tts = tts
@@ -186,7 +186,9 @@ class VoiceLoop:
         # voice turns are turns of the conversation on screen), raised to the voice level while
         # the loop listens and given back the chat level after.
         self._shared = pid is not None
-        self.pid = pid if pid is not None else kernel.spawn("voice", Priority.VOICE, conversation=conversation)
+        # ``conversation`` and ``history`` (a journaled conversation) resume it in the process of its own.
+        self.pid = pid if pid is not None else kernel.spawn("voice", Priority.VOICE, history=history,
+                                                            conversation=conversation)
         self.state = VoiceState.OFF
         self._observers: list[VoiceObserver] = []
         self._lock = threading.RLock()

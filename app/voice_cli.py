@@ -30,6 +30,7 @@ def add_parser(sub: Any) -> None:
                        '"hey computer" (config key voice_wake_phrase; --wake "" answers every utterance)')
     voice.add_argument("--stt", choices=list(STT_MODELS), default=None,
                        help="whisper model (config key stt_model, default tiny.en)")
+    voice.add_argument("--resume", metavar="ID", help="continue a journaled conversation (id or unique prefix)")
 
 
 def _error(message: str) -> int:
@@ -70,6 +71,11 @@ def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config
         except MicrophoneError as exc:
             return _error(f"{exc}; the rest of llmos works without one (try `llmos chat`, or "
                           "`llmos voice --input FILE.wav`)")
+    resume: dict[str, Any] = {}
+    if getattr(args, "resume", None):
+        from llmos.app import history_cli
+
+        resume = history_cli.resume(config, args.resume)  # an unknown id: one line, before the model loads
     stt = speech_to_text(config, args.stt)
     try:
         stt.load()
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config
         print("llmos: loading the model ...", file=sys.stderr)
     kernel = start_kernel(config, args.yes)
     tts = text_to_speech(config)
-    loop = VoiceLoop(kernel, stt, tts, sink, options)
+    loop = VoiceLoop(kernel, stt, tts, sink, options, **resume)
+    conversation = next((p["conversation"] for p in kernel.processes() if p["pid"] == loop.pid), None)
     done: list[TurnDone] = []
     problems: list[str] = []
     loop.subscribe(lambda e: done.append(e) if isinstance(e, TurnDone) else None)
@@ -114,7 +121,8 @@ def run(args: argparse.Namespace, config: Config, start_kernel: Callable[[Config
         write_wav(Path(args.output), sink.audio())
     if args.json:
         print(json.dumps({"transcript": turn.transcript, "answer": turn.answer, "syscalls": turn.syscalls,
-                          "stopped": turn.stopped, "timings": turn.timings, "output": args.output},
+                          "stopped": turn.stopped, "timings": turn.timings, "output": args.output,
+                          "conversation": conversation},
                          ensure_ascii=False))
     return EXIT_OK
 

@@ -80,3 +80,47 @@ def test_one_turn_from_a_wav_writes_the_spoken_reply_and_prints_json(tmp_path, c
     assert {"stt_s", "kernel_ttft_s", "speech_end_to_first_audio_s"} <= set(out["timings"])
     audio = read_wav(reply)
     assert audio.rms() > 0.01 and "408" in whisper_stt.transcribe(audio).text
+
+
+def test_resume_continues_a_journaled_conversation_by_voice(tmp_path, capsys, spoken):
+    from llmos.app.boot import attach_journal, journal_path
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.config import Config
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+    from llmos.memory.journal import Journal
+    from tests.memory.test_journal import calculator_conversation
+
+    config = Config(data_dir=str(tmp_path))
+    cid = calculator_conversation(journal_path(config))
+    backend = ScriptedBackend(["ANSWER: You asked about 1234 times 5678."])
+    journals = []
+
+    def start_kernel(config, grant_all):
+        kernel = Kernel(backend, DeviceRegistry.from_entry_points())
+        journals.append(attach_journal(kernel, journal_path(config)))
+        kernel.start()
+        kernel.wait_ready(10)
+        return kernel
+
+    write_wav(tmp_path / "q.wav", read_wav(spoken("what did I ask you before")))
+    args = cli._parser().parse_args(["voice", "--input", str(tmp_path / "q.wav"), "--json", "--resume", cid[:8]])
+    assert voice_cli.run(args, config, start_kernel) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["conversation"] == cid and out["answer"] == "You asked about 1234 times 5678."
+    assert "1234 * 5678" in backend.history[-1]  # the earlier turn was in the model's context
+    journals[0].close()
+    journal = Journal(journal_path(config))
+    try:
+        roles = [m.role for m in journal.messages(cid)]
+    finally:
+        journal.close()
+    assert roles[-2:] == ["user", "assistant"] and len(roles) == 6  # the spoken turn joined it
+
+
+def test_resume_of_an_unknown_conversation_is_one_line(tmp_path, capsys, spoken):
+    write_wav(tmp_path / "q.wav", read_wav(spoken("hello there")))
+    assert cli.main(["--data-dir", str(tmp_path), "voice", "--input", str(tmp_path / "q.wav"),
+                     "--resume", "0000nope"]) == 1
+    err = capsys.readouterr().err
+    assert "no conversation '0000nope'" in err and "Traceback" not in err
