@@ -5,8 +5,9 @@ here): under a JSON grammar the model always calls; left free it writes broken c
 is to compare how likely the model is to start its reply one way or another, after the boot
 prompt and its example turns. In two stages:
 
-1. ``ANSWER:`` against ``CALL <device>`` for every device. The device is the one the model itself
-   finds most likely (raw scores). Whether to call it: the *calibrated* margin, its score minus
+1. ``ANSWER:`` against ``CALL <device>`` for every device. The device is the one the model finds
+   most likely, less half of its habit (``PRIOR_WEIGHT`` of the content-free score, see below).
+   Whether to call it: the *calibrated* margin, its score minus
    the score ``ANSWER:`` gets, each less the score the same continuation gets after content-free
    requests (``N/A``, empty, ``[MASK]``; "contextual calibration", Zhao et al. 2021), must pass
    the device's bar.
@@ -55,6 +56,14 @@ DEFAULT_THRESHOLD = 3.5
 # Calibration.scales); chosen with the threshold on bench/data/decisions_tuning.json and the dev set.
 SCALE_FRACTION = 0.55
 MAX_SCALE_EXAMPLES = 3
+
+# How much of a device's content-free score (its habit: the calculator is the model's favourite
+# first word) is taken off when choosing *which* device. 0 was the model's raw preference: web
+# look-ups without a URL went to the calculator; 1 (fully calibrated) sent them to the image
+# device. On bench/data/decisions_tuning.json 0.25-0.75 scored alike (24/30 against 23 at 0 and
+# 22 at 1); 0.5 was taken, and the held-out sets judged it: 56/72 against 54, 19/25 both, and
+# the dev set 36/40 against 33 (all devices, one scoring pass, the decision rules applied).
+PRIOR_WEIGHT = 0.5
 
 # pid under which the kernel scores its own calibration prompts
 CALIBRATION_PID = 0
@@ -220,9 +229,10 @@ def decide(
     grouped = devices_of(call_names)
     device_names = list(grouped)
     raw = backend.score(pid, prompt, continuations(device_names))
-    # Which device: the model's own preference. Whether to call: its calibrated margin.
-    best_index = max(range(1, len(raw)), key=raw.__getitem__)
+    # Which device: the model's preference, less half its habit (PRIOR_WEIGHT of the baseline).
+    # Whether to call it: its fully calibrated margin.
     base = calibration.baseline(backend, device_names) if calibration is not None else [0.0] * len(raw)
+    best_index = max(range(1, len(raw)), key=lambda i: raw[i] - PRIOR_WEIGHT * base[i])
     margin = (raw[best_index] - base[best_index]) - (raw[0] - base[0])
     device = device_names[best_index - 1]
     scales = calibration.scales(backend, device_names) if calibration is not None else {}

@@ -49,6 +49,16 @@ def test_habit_is_calibrated_away_and_the_models_own_device_is_kept():
     assert sums.call == "calc.eval" and sums.margin > 1.0
 
 
+def test_half_of_a_devices_habit_is_taken_off_when_choosing_which_device():
+    # raw, the calculator is likelier (-1.0 > -2.0) only because it always is (its null score -1.0);
+    # less half of each habit the web device wins (-0.5 < 0.0)
+    real = {"ANSWER:": -9.0, "CALL calc": -1.0, "CALL web": -2.0, "CALL web.open": -1.0, "CALL web.search": -2.0}
+    decision = decide(CountingBackend(real, NULL), 1, "who won the match yesterday", CALLS, 1.0,
+                      Calibration(lambda: ["NULL"]))
+    assert decision.device == "web" and decision.call == "web.open"
+    assert abs(decision.margin - ((-2.0 + 4.0) - (-9.0 + 3.0))) < 1e-9  # the margin stays fully calibrated
+
+
 def test_the_device_is_chosen_first_so_its_calls_do_not_split_its_chances():
     # Per call, the calculator would win (-1.0 against -1.3 and -1.4); as a device the browser does.
     real = {"ANSWER:": -9.0, "CALL calc": -1.0, "CALL web": -0.6, "CALL calc.eval": -1.0,
