@@ -7,7 +7,6 @@ Command-line flags, where given, win.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from llmos.app.voice import VoiceOptions
@@ -19,7 +18,7 @@ def voice_options(config: Config | None, wake_phrase: str | None = None) -> Voic
     config = config or Config()
     wake = wake_phrase if wake_phrase is not None else config.voice_wake_phrase
     return VoiceOptions(wake_phrase=wake.strip() or None,
-                        vad=dataclasses.replace(VadOptions(), end_silence_s=config.vad_end_silence_s))
+                        vad=VadOptions(end_silence_s=config.vad_end_silence_s))
 
 
 def speech_to_text(config: Config | None, model: str | None = None) -> Any:

@@ -55,6 +55,10 @@ class BM25Index:
     def __init__(self, k1: float = 1.5, b: float = 0.75) -> None:
         self.k1 = k1
         self.b = b
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every document."""
         self._postings: dict[str, dict[int, int]] = {}  # term -> {slot: term frequency}
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # term -> (slots, tfs), while unchanged
         self._slots: dict[str, int] = {}  # doc id -> slot
@@ -112,9 +116,6 @@ class BM25Index:
                 if not posting:
                     del self._postings[term]
         return True
-
-    def clear(self) -> None:
-        self.__init__(self.k1, self.b)  # type: ignore[misc]
 
     def _posting_arrays(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
         arrays = self._arrays.get(term)

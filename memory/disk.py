@@ -166,10 +166,7 @@ class DiskStore:
     def embedder(self) -> Embedder:
         """The MiniLM embedder (memories, and documents when ``document_embedder`` is minilm)."""
         if self._embedder is None:
-            try:
-                self._embedder = default_embedder()
-            except EmbedderError as exc:
-                raise EmbedderUnavailable(f"memory store {self.where}: {exc}") from None
+            self._embedder = self._shared_embedder(default_embedder)
         return self._embedder
 
     @property
@@ -177,11 +174,14 @@ class DiskStore:
         if self._static is None:
             from .static_embedder import default_static_embedder
 
-            try:
-                self._static = default_static_embedder()
-            except EmbedderError as exc:
-                raise EmbedderUnavailable(f"memory store {self.where}: {exc}") from None
+            self._static = self._shared_embedder(default_static_embedder)
         return self._static
+
+    def _shared_embedder(self, factory: Any) -> Any:
+        try:
+            return factory()
+        except EmbedderError as exc:
+            raise EmbedderUnavailable(f"memory store {self.where}: {exc}") from None
 
     def embedder_for(self, collection: str) -> Any:
         """The embedder of collection ``memories`` or ``documents``."""
@@ -249,11 +249,7 @@ class DiskStore:
                 texts = [d or "" for d in page["documents"]]
                 vectors = embedder.embed_array(texts)
                 with self._lock, self._guard("cannot write"):
-                    batch = max(1, min(1000, self._client.get_max_batch_size()))
-                    for start in range(0, len(texts), batch):
-                        end = start + batch
-                        target.upsert(ids=page["ids"][start:end], documents=texts[start:end],
-                                      metadatas=page["metadatas"][start:end], embeddings=vectors[start:end])
+                    self._write(target.upsert, page["ids"], texts, page["metadatas"], vectors)
                 offset += len(page["ids"])
                 moved += len(page["ids"])
             try:
@@ -441,16 +437,7 @@ class DiskStore:
             embeddings = self.embedder_for(collection).embed_array(texts)
         vectors = np.asarray(embeddings, dtype=np.float32)
         with self._lock, self._guard("cannot write"):
-            target = self._collection(collection)
-            batch = max(1, min(1000, self._client.get_max_batch_size()))
-            for start in range(0, len(texts), batch):
-                end = start + batch
-                target.add(
-                    ids=new_ids[start:end],
-                    documents=texts[start:end],
-                    metadatas=metas[start:end],
-                    embeddings=vectors[start:end],
-                )
+            self._write(self._collection(collection).add, new_ids, texts, metas, vectors)
 
             def update() -> None:
                 index = self._indexes.get(collection)
@@ -459,6 +446,14 @@ class DiskStore:
 
             self._mutated(update)
         return new_ids
+
+    def _write(self, method: Any, ids: Sequence[str], texts: Sequence[str], metas: Sequence[Any], vectors: Any) -> None:
+        """``collection.add`` or ``.upsert`` in batches chromadb takes (under the lock and guard)."""
+        batch = max(1, min(1000, self._client.get_max_batch_size()))
+        for start in range(0, len(texts), batch):
+            end = start + batch
+            method(ids=list(ids[start:end]), documents=list(texts[start:end]), metadatas=list(metas[start:end]),
+                   embeddings=vectors[start:end])
 
     def forget(self, id: str) -> bool:  # noqa: A002 (the natural name)
         """Delete the entry ``id`` from whichever collection holds it; False when there is none."""

@@ -55,6 +55,23 @@ def _model_files() -> tuple[Path, Path]:
     return model, tokenizer
 
 
+def onnx_session(model_path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session on ``model_path``; EmbedderError when the file cannot load."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # no busy-waiting worker threads: the CPU is shared with the language model (and others);
+    # spinning made a single query 2x slower on a loaded 2-core machine
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # a truncated or foreign file
+        raise EmbedderError(f"{model_path}: cannot load the ONNX model ({exc})") from None
+
+
 class EmbedderBase:
     """What the store needs of an embedder: ``dimensions`` and ``embed_array``; ``embed`` and
     ``embed_one`` come from it."""
@@ -83,7 +100,7 @@ class Embedder(EmbedderBase):
     def __init__(self, *, batch_size: int = 8, threads: int | None = None) -> None:
         try:
             import numpy as np
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401 (onnx_session uses it: a missing one is said here)
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise EmbedderError(
@@ -96,17 +113,7 @@ class Embedder(EmbedderBase):
         tokenizer.enable_truncation(max_length=MAX_TOKENS)
         tokenizer.no_padding()  # padding is done per batch, to the longest text in it
         self._tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # no busy-waiting worker threads: the CPU is shared with the language model (and others);
-        # spinning made a single query 2x slower on a loaded 2-core machine
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # a truncated or foreign file
-            raise EmbedderError(f"{model_path}: cannot load the ONNX model ({exc})") from None
+        self._session = onnx_session(model_path, threads)
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._lock = threading.Lock()
 

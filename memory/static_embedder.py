@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .embedder import ChromaEmbeddingFunction, EmbedderBase, EmbedderError, _model_files, once
+from .embedder import ChromaEmbeddingFunction, EmbedderBase, EmbedderError, _model_files, once, onnx_session
 
 __all__ = ["DIMENSIONS", "TABLE_VERSION", "StaticEmbedder", "StaticChromaEmbeddingFunction",
            "default_static_embedder", "default_table_path", "distill", "table_status"]
@@ -82,7 +82,6 @@ def _token_vectors(progress: Callable[[int, int], None] | None, batch: int = 512
                    threads: int | None = None) -> Any:
     """The MiniLM output for every vocabulary token, as ``[SEP] token [CLS]``: (vocabulary, 384) float32."""
     import numpy as np
-    import onnxruntime as ort
     from tokenizers import Tokenizer
 
     model_path, tokenizer_path = _model_files()
@@ -91,13 +90,7 @@ def _token_vectors(progress: Callable[[int, int], None] | None, batch: int = 512
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     if cls is None or sep is None:
         raise EmbedderError(f"{tokenizer_path}: the tokenizer has no [CLS] or [SEP] token")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise EmbedderError(f"{model_path}: cannot load the ONNX model ({exc})") from None
+    session = onnx_session(model_path, threads)
     inputs = {i.name for i in session.get_inputs()}
     out = np.zeros((vocabulary, 384), dtype=np.float32)
     for start in range(0, vocabulary, batch):

@@ -126,8 +126,11 @@ class Calibration:
         except (OSError, ValueError):
             return {}  # a damaged cache is only a cache: score again
 
-    def _load(self, backend: Backend) -> dict[str, Any]:
-        return {**self._disk(), **(_SCORED if _model_file(backend) else {})}
+    def _saved(self, backend: Backend, disk_key: str) -> Any:
+        """What was scored under ``disk_key`` before: in this process, else on disk; or None."""
+        if _model_file(backend) and disk_key in _SCORED:
+            return _SCORED[disk_key]
+        return self._disk().get(disk_key)
 
     def _save(self, backend: Backend, disk_key: str, value: Any) -> None:
         if _model_file(backend):  # a model file: its path, size and mtime are in the key
@@ -152,7 +155,7 @@ class Calibration:
         conts = continuations(names)
         prompts = self.null_prompts()
         disk_key = self._disk_key(backend, [prompts, conts])
-        saved = self._load(backend).get(disk_key)
+        saved = self._saved(backend, disk_key)
         if isinstance(saved, list) and len(saved) == len(conts):
             self._cache[key] = [float(v) for v in saved]
             return self._cache[key]
@@ -172,7 +175,7 @@ class Calibration:
         base = self.baseline(backend, names)
         conts = continuations(names)
         disk_key = self._disk_key(backend, ["scales", self.null_prompts(), conts, examples])
-        saved = self._load(backend).get(disk_key)
+        saved = self._saved(backend, disk_key)
         if isinstance(saved, dict) and set(saved) == set(examples):
             self._cache[key] = {d: float(v) for d, v in saved.items()}
             return self._cache[key]
