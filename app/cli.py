@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = _config(args)
+        if config.backend == "llamacpp":  # before anything loads llama.cpp's libraries
+            from llmos.kernel.backends import engine, model_path
+
+            engine.prepare_process(model_path(config))
         if args.command == "devices":
             return cmd_devices(args, config)
         if args.command == "ask":

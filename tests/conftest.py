@@ -17,6 +17,10 @@ os.environ["LLMOS_DATA_DIR"] = _DATA
 os.environ["LLMOS_CONFIG"] = str(Path(_DATA) / "no-config.toml")
 
 from llmos.kernel.model_file import default_model_path  # noqa: E402
+from llmos.kernel.backends import engine as _engine  # noqa: E402
+
+# The engine path that `make` proved on this CPU, before any test imports llama.cpp.
+_engine.prepare_process(default_model_path())
 from llmos.app.qt_compat import guard_singletons  # noqa: E402
 
 # pytest-qt calls into PySide6 in every test; on Python 3.11 its abi3 build loses references to

@@ -20,8 +20,13 @@ def make_backend(config: "Config") -> Backend:
 
         return OpenAIBackend(OpenAIOptions(base_url=config.base_url, api_key=config.api_key,
                                            model=config.remote_model))
-    from ..model_file import default_model_path
     from .llamacpp import LlamaCppBackend, LlamaOptions
 
-    path = Path(config.model).expanduser() if config.model else default_model_path()
-    return LlamaCppBackend(LlamaOptions(path, n_ctx=config.n_ctx, n_threads=config.threads or None))
+    return LlamaCppBackend(LlamaOptions(model_path(config), n_ctx=config.n_ctx, n_threads=config.threads or None))
+
+
+def model_path(config: "Config") -> Path:
+    """The GGUF file the local backend runs: the config's, or the embedded default."""
+    from ..model_file import default_model_path
+
+    return Path(config.model).expanduser() if config.model else default_model_path()

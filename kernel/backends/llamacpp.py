@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..model_file import ModelFileError, check_gguf
+from . import engine
 from .base import BackendError, SamplingParams, ScoreTrie, StreamStats, SwitchInfo
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class LlamaCppBackend:
         self._logits_fresh = False  # do the context's logits belong to _tokens[-1]?
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()
         self._released: set[int] = set()
+        self.engine_path: str | None = None  # the engine path in use, once loaded
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -91,22 +93,22 @@ class LlamaCppBackend:
             check_gguf(self.options.model_path)
         except ModelFileError as exc:
             raise BackendError(str(exc)) from None
-        import llama_cpp  # heavy: imported where it is used
-
+        path = self._engine_path()
         threads = self.options.n_threads or max(1, os.cpu_count() or 1)
         try:
-            self._llm = llama_cpp.Llama(
-                model_path=str(self.options.model_path),
+            self._llm = engine.load_llama(
+                self.options.model_path,
+                extra_bufts=path.extra_bufts,
                 n_ctx=self.options.n_ctx,
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_batch=self.options.n_batch,
                 seed=self.options.seed,
                 logits_all=False,
-                verbose=False,
             )
         except Exception as exc:  # llama.cpp says little: a ValueError "Failed to load model"
             raise BackendError(f"llama.cpp could not load {self.options.model_path}: {exc}") from None
+        self.engine_path = path.name
         self.n_ctx = self._llm.n_ctx()
         self._eog = {self._llm.token_eos()}
         import llama_cpp as lc
@@ -114,6 +116,27 @@ class LlamaCppBackend:
         vocab = lc.llama_model_get_vocab(self._llm.model)
         self._is_eog = lambda tok: bool(lc.llama_vocab_is_eog(vocab, tok))
         self._lc = lc
+
+    def _engine_path(self) -> engine.EnginePath:
+        """The engine path proven on this model and CPU (checked in a subprocess the first time)."""
+        model = self.options.model_path
+        choice = engine.choose(model, say=log.warning)
+        if choice.path is None:
+            crashed = [r for r in choice.results if r.error.startswith(("crashed", "hung"))]
+            if not crashed:  # every path failed cleanly: the file, not the engine
+                detail = choice.results[-1].error if choice.results else "no engine path is installed"
+                raise BackendError(f"llama.cpp could not load {model}: {detail}")
+            raise BackendError(
+                f"llama.cpp {crashed[0].error.split(' (')[0]} on {model} with every engine path "
+                f"({choice.summary().removeprefix('no engine path passed: ')}): "
+                f"run `llmos doctor --model {model}`"
+            )
+        try:
+            path = engine.path_named(choice.path)
+            engine.activate(path)
+        except engine.EngineError as exc:
+            raise BackendError(str(exc)) from None
+        return path
 
     def close(self) -> None:
         if self._llm is not None:
