@@ -15,7 +15,7 @@ from llmos.kernel.model_file import default_model_path
 
 def main(argv: list[str]) -> int:
     model = default_model_path()
-    choice = engine.choose(model, recheck="--recheck" in argv, say=print)
+    choice = engine.choose(model, recheck="--recheck" in argv, say=print, progress=print)
     if choice.path is None:
         print(f"engine: llama.cpp does not run on this CPU: {choice.summary()}", file=sys.stderr)
         print("engine: run `llmos doctor` for the details", file=sys.stderr)

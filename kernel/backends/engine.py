@@ -267,8 +267,8 @@ def check(model: Path, say: Callable[[str], None] | None = None) -> EngineChoice
             break
     ordered = [results[p.name] for p in paths if p.name in results]
     choice = EngineChoice(chosen, choice_key(model), str(model), ordered, source)
-    if say is not None and chosen != PATH_NAMES[0]:
-        say(f"engine: using {choice.summary()}")
+    if say is not None and chosen is not None and chosen != PATH_NAMES[0]:
+        say(f"engine: using {choice.summary()}")  # no path at all: the caller's error says it
     return choice
 
 
@@ -303,8 +303,12 @@ def cached_choice(model: Path, store: Path | None = None) -> EngineChoice | None
 
 
 def choose(model: Path, *, store: Path | None = None, recheck: bool = False,
-           say: Callable[[str], None] | None = None) -> EngineChoice:
-    """The remembered choice for ``model`` on this CPU and these libraries, checked when new."""
+           say: Callable[[str], None] | None = None,
+           progress: Callable[[str], None] | None = None) -> EngineChoice:
+    """The remembered choice for ``model`` on this CPU and these libraries, checked when new.
+
+    ``say`` hears a fallback (one line); ``progress`` hears that a check starts (default: the log,
+    so that a file llama.cpp refuses ends in the caller's one-line error and nothing more)."""
     forced = os.environ.get("LLMOS_ENGINE", "").strip()
     if forced:  # the user's word: no check
         if forced not in PATH_NAMES:
@@ -314,8 +318,7 @@ def choose(model: Path, *, store: Path | None = None, recheck: bool = False,
     with _LOCK:
         if not recheck and (cached := cached_choice(model, store)) is not None and cached.path is not None:
             return cached
-        if say is not None:
-            say(f"engine: checking llama.cpp on this CPU with {Path(model).name} (once) ...")
+        (progress or log.info)(f"engine: checking llama.cpp on this CPU with {Path(model).name} (once) ...")
         choice = check(model, say)
         if choice.path is not None:
             _save_choice(store, choice)

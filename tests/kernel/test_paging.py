@@ -107,22 +107,26 @@ def test_the_ram_report_lists_resident_pages_and_what_was_paged():
 
 @pytest.mark.model
 def test_dentist_across_two_conversations_with_eviction_on_the_real_model(real_backend, tmp_path):
-    from llmos.kernel.prompt import render
+    from llmos.kernel.prompt import render, render_message
     from llmos.kernel.turn import boot_messages
     from llmos.memory.pager import DiskPager
 
     registry = DeviceRegistry.from_entry_points()
     registry.start(tmp_path)
     boot_tokens = len(real_backend.tokenize(render(boot_messages(registry))))
+    fact = "My dentist appointment is on Friday at 3pm."
+    fact_tokens = len(real_backend.tokenize(render_message(Message("user", fact))))
     pager = DiskPager(tmp_path / "devices" / "memory" / "chroma")
     seen: list[events.Event] = []
-    opts = TurnOptions(ram_tokens=boot_tokens + 160, max_answer_tokens=40)
+    # Room for the first message and a few tokens of answer, not for a second turn: the eviction is
+    # forced by measured token counts, whatever length the model's answers have on this CPU.
+    opts = TurnOptions(ram_tokens=boot_tokens + fact_tokens + 8, max_answer_tokens=40)
     kernel = Kernel(real_backend, registry, opts, pager=pager).start()
     kernel.bus.subscribe(seen.append)
     kernel.wait_ready(300)
     try:
         first = kernel.spawn("chat")
-        kernel.submit(first, "My dentist appointment is on Friday at 3pm.").result(300)
+        kernel.submit(first, fact).result(300)
         for filler in ("Tell me a fun fact about owls.", "Name three rivers in Europe.", "Say hello in Spanish."):
             kernel.submit(first, filler).result(300)
         assert any(isinstance(e, events.Paged) and e.direction == "out" for e in seen), "nothing was evicted"
