@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import history_cli, memory_cli, voice_cli
-from llmos.kernel import events
+from llmos.app import history_cli, memory_cli, supervisor, voice_cli
+from llmos.kernel import crash_hooks, events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
 from llmos.kernel.process import Priority
@@ -26,19 +26,56 @@ from llmos.kernel.process import Priority
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
+# Options that mean the same for every command. They are accepted before the command and after
+# it, at every level (`llmos --yes ask ...`, `llmos ask --yes ...`, `llmos memory add --data-dir D
+# ...`); given twice, the later one wins. A command that defines one of these itself keeps its own.
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--model",), {"help": "GGUF model file (default: the embedded Qwen2.5-Coder-0.5B)"}),
+    (("--backend",), {"choices": ["llamacpp", "openai"], "help": "where the kernel's model runs"}),
+    (("--base-url",), {"help": "OpenAI-compatible server URL, for --backend openai"}),
+    (("--api-key",), {"help": "bearer token for the remote server"}),
+    (("--remote-model",), {"help": "model name to ask the remote server for"}),
+    (("--n-ctx",), {"type": int, "help": "context window in tokens"}),
+    (("--threads",), {"type": int, "help": "CPU threads for llama.cpp"}),
+    (("--data-dir",), {"help": "where the journal, stores and snapshots live"}),
+    (("--config",), {"help": "config file (TOML)"}),
+    (("--yes",), {"action": "store_true", "help": "grant every permission devices ask for, for this run"}),
+    (("-v", "--verbose"), {"action": "store_true", "help": "log what the kernel does"}),
+)
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, top: bool = True) -> None:
+    """Add GLOBAL_OPTIONS to ``parser``. Below the top (``top=False``) they default to
+    SUPPRESS, so a command that is not given one leaves the value parsed before it alone."""
+    target: Any = parser if top else parser.add_argument_group(
+        "global options (also accepted before the command)")
+    for flags, spec in GLOBAL_OPTIONS:
+        if any(flag in parser._option_string_actions for flag in flags):
+            continue  # the command has an option of that name: its own meaning wins
+        target.add_argument(*flags, **spec, **({} if top else {"default": argparse.SUPPRESS}))
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command parser below ``parser``, nested ones included (an alias counted once)."""
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):
+                found += [command, *_commands(command)]
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole `llmos` parser: every command, each also accepting the global options."""
+    parser = _parser()
+    for command in _commands(parser):
+        add_global_options(command, top=False)
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmos", description="A desktop LLM operating system.")
-    parser.add_argument("--model", help="GGUF model file (default: the embedded Qwen2.5-Coder-0.5B)")
-    parser.add_argument("--backend", choices=["llamacpp", "openai"], help="where the kernel's model runs")
-    parser.add_argument("--base-url", help="OpenAI-compatible server URL, for --backend openai")
-    parser.add_argument("--api-key", help="bearer token for the remote server")
-    parser.add_argument("--remote-model", help="model name to ask the remote server for")
-    parser.add_argument("--n-ctx", type=int, help="context window in tokens")
-    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
-    parser.add_argument("--data-dir", help="where the journal, stores and snapshots live")
-    parser.add_argument("--config", help="config file (TOML)")
-    parser.add_argument("--yes", action="store_true", help="grant every permission devices ask for, for this run")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the kernel does")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command")
 
     ask = sub.add_parser("ask", help="ask one question and print the answer")
@@ -292,13 +329,15 @@ def cmd_gui(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         config = _config(args)
+        supervisor.arm_crash_log(config.resolved_data_dir(), f"running `llmos {args.command or 'gui'}`")
+        crash_hooks.reach("start")
         if config.backend == "llamacpp":  # before anything loads llama.cpp's libraries
             from llmos.kernel.backends import engine, model_path
 

@@ -8,7 +8,12 @@ transaction, and the commit returns only after the WAL has been fsynced. A SIGKI
 cannot lose a committed message even with ``synchronous=NORMAL`` (the commit's WAL frames are in the
 OS page cache, which survives the process); FULL also survives a power cut or an OS crash, which
 NORMAL does not (it may roll back the last commits). The price is one fsync per message, a few
-per turn (never per token), negligible next to the model.
+per turn, negligible next to the model.
+
+A streaming answer is committed at every piece, so a crash of the process (a native crash in
+llama.cpp, a SIGKILL) loses none of what was shown: those commits run with ``synchronous=NORMAL``
+(written to the WAL, no fsync: the OS page cache outlives the process), and every
+PARTIAL_PIECES pieces or PARTIAL_SECONDS one is fsynced, so a power cut loses at most that much.
 
 Schema changes are append-only named migrations (``MIGRATIONS``): each is applied once, in order,
 in one transaction together with its row in the ``migrations`` table. Never edit or reorder an
@@ -34,8 +39,8 @@ from llmos.kernel import events
 from llmos.kernel.process import Message
 
 TITLE_CHARS = 60
-# A streaming answer is written to its (partial) row at its first piece, then every this many
-# pieces or seconds, whichever comes first: a SIGKILL loses at most that much of it.
+# A streaming answer is written to its (partial) row at every piece; every this many pieces or
+# seconds, whichever comes first, that write is fsynced: a power cut loses at most that much of it.
 PARTIAL_PIECES = 16
 PARTIAL_SECONDS = 0.25
 
@@ -292,16 +297,24 @@ class Journal:
         elif isinstance(event, (events.TurnFinished, events.ProcessFailed)):
             self._streaming.pop(event.pid, None)  # a cut answer keeps its row, marked partial
 
-    def _transaction(self, work: Any) -> Any:
+    def _transaction(self, work: Any, *, fsync: bool = True) -> Any:
+        """Run ``work(now)`` in one transaction; ``fsync=False`` commits it to the WAL without
+        waiting for the disk (it survives the process, not a power cut, until the next fsync)."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not fsync:
+                self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                value = work(_now())
-                self._db.execute("COMMIT")
-                return value
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    value = work(_now())
+                    self._db.execute("COMMIT")
+                    return value
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not fsync:
+                    self._db.execute("PRAGMA synchronous = FULL")
 
     def _ensure_conversation(self, conversation: str, name: str, now: str) -> None:
         self._db.execute("INSERT OR IGNORE INTO conversations (id, name, created, updated) VALUES (?, ?, ?, ?)",
@@ -331,17 +344,20 @@ class Journal:
 
         return self._transaction(work)
 
-    def update_partial(self, conversation: str, seq: int, content: str, *, final: bool = False) -> None:
-        """Rewrite the streamed answer at ``seq``; ``final`` clears its partial mark."""
+    def update_partial(self, conversation: str, seq: int, content: str, *, final: bool = False,
+                       fsync: bool = True) -> None:
+        """Rewrite the streamed answer at ``seq``; ``final`` clears its partial mark; ``fsync``:
+        see :meth:`_transaction`."""
         def work(now: str) -> None:
             self._db.execute("UPDATE messages SET content = ?, partial = ? WHERE conversation = ? AND seq = ?",
                              (content, 0 if final else 1, conversation, seq))
             self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation))
 
-        self._transaction(work)
+        self._transaction(work, fsync=fsync or final)
 
     def _stream(self, event: events.Token) -> None:
-        """A piece of an answer: journal the answer so far, batched (PARTIAL_PIECES, PARTIAL_SECONDS)."""
+        """A piece of an answer: commit the answer so far, fsynced every PARTIAL_PIECES pieces or
+        PARTIAL_SECONDS seconds (see the module's doc)."""
         conversation = self._conversations.get(event.pid)
         if not conversation:
             return
@@ -349,14 +365,15 @@ class Journal:
         streaming.pieces.append(event.text)
         streaming.pending += 1
         now = time.monotonic()
-        if streaming.seq is not None and streaming.pending < PARTIAL_PIECES and now - streaming.flushed < PARTIAL_SECONDS:
-            return
+        fsync = streaming.pending >= PARTIAL_PIECES or now - streaming.flushed >= PARTIAL_SECONDS
         text = "".join(streaming.pieces).strip()
         if streaming.seq is None:
             streaming.seq = self.append(conversation, Message("assistant", text), pid=event.pid, partial=True)
+            fsync = True
         else:
-            self.update_partial(conversation, streaming.seq, text)
-        streaming.pending, streaming.flushed = 0, now
+            self.update_partial(conversation, streaming.seq, text, fsync=fsync)
+        if fsync:
+            streaming.pending, streaming.flushed = 0, now
 
     def _finish_partial(self, streaming: _Streaming, content: str) -> None:
         assert streaming.seq is not None

@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import breadcrumb, crash_hooks
 from ..model_file import ModelFileError, check_gguf
+from ..prompt import CALL_PREFIX
 from . import engine
 from .base import BackendError, SamplingParams, ScoreTrie, StreamStats, SwitchInfo
 
@@ -95,17 +97,23 @@ class LlamaCppBackend:
             raise BackendError(str(exc)) from None
         path = self._engine_path()
         threads = self.options.n_threads or max(1, os.cpu_count() or 1)
+        loading = breadcrumb.activity(
+            f"loading {self.options.model_path} with engine path {path.name}", native="llama.cpp",
+            cause=f"a model file this llama.cpp cannot read (damaged, truncated or of a newer format), "
+                  f"or engine path {path.name} does not suit this CPU")
         try:
-            self._llm = engine.load_llama(
-                self.options.model_path,
-                extra_bufts=path.extra_bufts,
-                n_ctx=self.options.n_ctx,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_batch=self.options.n_batch,
-                seed=self.options.seed,
-                logits_all=False,
-            )
+            with loading:
+                crash_hooks.reach("load")
+                self._llm = engine.load_llama(
+                    self.options.model_path,
+                    extra_bufts=path.extra_bufts,
+                    n_ctx=self.options.n_ctx,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_batch=self.options.n_batch,
+                    seed=self.options.seed,
+                    logits_all=False,
+                )
         except Exception as exc:  # llama.cpp says little: a ValueError "Failed to load model"
             raise BackendError(f"llama.cpp could not load {self.options.model_path}: {exc}") from None
         self.engine_path = path.name
@@ -254,11 +262,25 @@ class LlamaCppBackend:
 
             from llama_cpp import LlamaGrammar
 
-            grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+            line = prompt.rstrip().rpartition("\n")[2]  # the turn ends its prompt with "CALL <device.call>"
+            call = line.removeprefix(CALL_PREFIX).strip() if line.startswith(CALL_PREFIX) else "a call"
+            with breadcrumb.activity(f"compiling the grammar of {call}'s arguments", native="llama.cpp",
+                                     cause=f"llama.cpp's grammar compiler on the JSON schema of {call}"):
+                crash_hooks.reach("grammar")
+                grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
         return LocalStream(self, pid, self.tokenize(prompt), params, grammar)
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:
         """Sum of token log-probabilities of each continuation after ``prompt``."""
+        with self._running(f"scoring the next words for process {pid}"):
+            return self._score(pid, prompt, continuations)
+
+    def _running(self, doing: str) -> Any:
+        """The breadcrumb of model work (``kernel/breadcrumb.py``): what a crash happened in."""
+        return breadcrumb.activity(f"{doing} (engine path {self.engine_path})", native="llama.cpp",
+                                   cause=f"engine path {self.engine_path} failing on this model and CPU")
+
+    def _score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:
         tokens = self.tokenize(prompt)
         self.ensure(pid, tokens)
         base = len(tokens)
@@ -314,10 +336,15 @@ class LocalStream:
     def next(self, max_tokens: int) -> list[str]:
         if self.finished:
             return []
+        with self.backend._running(f"decoding for process {self.pid}"):
+            return self._next(max_tokens)
+
+    def _next(self, max_tokens: int) -> list[str]:
         backend = self.backend
         backend.ensure(self.pid, self.tokens)
         pieces: list[str] = []
         for _ in range(max_tokens):
+            crash_hooks.reach("decode")
             tok = self._sampler.sample(backend.llm._ctx, -1)
             if self.stats.first_token_at is None:
                 self.stats.first_token_at = time.monotonic()

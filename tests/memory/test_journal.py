@@ -259,10 +259,7 @@ def test_cli_corrupt_journal_is_one_line_and_exit_1(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and str(tmp_path / "journal.sqlite3") in done.stderr
 
 
-def test_a_streaming_answer_is_journaled_as_partial_and_made_final(tmp_path, monkeypatch):
-    from llmos.memory import journal as journal_module
-
-    monkeypatch.setattr(journal_module, "PARTIAL_SECONDS", 60.0)  # flush by pieces only
+def test_a_streaming_answer_is_journaled_at_every_piece_and_made_final(tmp_path):
     path = tmp_path / "journal.sqlite3"
     answer = " ".join(f"w{i}" for i in range(40))
     backend = ScriptedBackend([f"ANSWER: {answer}"])
@@ -290,10 +287,11 @@ def test_a_streaming_answer_is_journaled_as_partial_and_made_final(tmp_path, mon
     assert result.answer == answer
     assert all(rows == 2 and partial == 1 for rows, _, partial in seen)  # the row exists from the first piece
     for n, (_, content, _) in enumerate(seen):
-        assert content == "".join(streamed[: 1 + 16 * (n // 16)]).strip(), n  # rewritten every 16 pieces
-    assert len({content for _, content, _ in seen}) >= 3
+        assert content == "".join(streamed[: n + 1]).strip(), n  # committed at every piece
+    assert len({content for _, content, _ in seen}) == 40
     assert [(m.role, m.content) for m in journal.messages(cid)] == [("user", "Count for me."), ("assistant", answer)]
     assert journal.partial_answers(cid) == []  # final: one row, no longer partial
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again after the pieces
     reader.close()
     journal.close()
 
