@@ -1,0 +1,104 @@
+"""What crash safety costs (llmos issue 11, item 3).
+
+- ``supervisor_overhead_ms``: ``llmos --help`` through the console script (the supervisor forks
+  the command line into a child and waits) less the same script run unsupervised
+  (``LLMOS_SUPERVISED=1``), medians of interleaved runs (goal <= 20 ms). ``python -m
+  llmos.app.cli --help`` is in the details.
+- ``journal_piece_commit_us``: committing one streamed piece of an answer (the journal writes
+  every piece to the WAL, and fsyncs one every 16 pieces or 0.25 s), the mean over a
+  600-piece answer on a scripted stream, less the same stream with no journal (goal <= 2000 us:
+  a tenth of a token's time on the embedded model).
+
+Run alone: ``.venv/bin/python bench/run.py --only crash``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from run import BenchContext
+
+FIGURES = ("supervisor_overhead_ms", "journal_piece_commit_us")
+PIECES = 600
+
+
+def _seconds(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started
+
+
+def _supervisor(ctx: "BenchContext") -> dict[str, Any]:
+    script = str(Path(sys.executable).with_name("llmos"))
+    env = {k: v for k, v in os.environ.items() if k != "LLMOS_SUPERVISED"}
+    runs: dict[str, list[float]] = {"supervised": [], "unsupervised": [], "module": []}
+    argvs = {"supervised": ([script, "--help"], env),
+             "unsupervised": ([script, "--help"], {**env, "LLMOS_SUPERVISED": "1"}),
+             "module": ([sys.executable, "-m", "llmos.app.cli", "--help"], env)}
+    _seconds(*argvs["supervised"])  # warm the file cache
+    for _ in range(ctx.reps(15, 5)):
+        for name, (argv, run_env) in argvs.items():
+            runs[name].append(_seconds(argv, run_env))
+    med = {name: statistics.median(times) * 1000 for name, times in runs.items()}
+    return {"name": "supervisor_overhead_ms", "value": round(med["supervised"] - med["unsupervised"], 2),
+            "unit": "ms", "goal": "<= 20",
+            "detail": f"llmos --help {med['supervised']:.1f} ms supervised, {med['unsupervised']:.1f} ms "
+                      f"unsupervised, python -m llmos.app.cli --help {med['module']:.1f} ms "
+                      f"(medians of {len(runs['module'])})"}
+
+
+def _turn_seconds(journaled: bool, folder: Path) -> float:
+    from llmos.app.boot import attach_journal
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+    from llmos.kernel.turn import TurnOptions
+
+    answer = " ".join(f"w{i}" for i in range(PIECES))
+    kernel = Kernel(ScriptedBackend([f"ANSWER: {answer}"]), DeviceRegistry(), TurnOptions(max_answer_tokens=PIECES + 8))
+    journal = attach_journal(kernel, folder / "journal.sqlite3") if journaled else None
+    kernel.start()
+    try:
+        kernel.wait_ready(30)
+        pid = kernel.spawn("bench")
+        started = time.perf_counter()
+        result = kernel.submit(pid, "Count.").result(120)
+        seconds = time.perf_counter() - started
+    finally:
+        kernel.shutdown()
+        if journal is not None:
+            journal.close()
+    assert result.answer == answer, "the scripted answer was cut"
+    return seconds
+
+
+def _journal(ctx: "BenchContext") -> dict[str, Any]:
+    with_journal: list[float] = []
+    without: list[float] = []
+    for _ in range(ctx.reps(5, 2)):
+        with tempfile.TemporaryDirectory(prefix="llmos-bench-journal-") as folder:
+            with_journal.append(_turn_seconds(True, Path(folder)))
+        without.append(_turn_seconds(False, Path(".")))
+    per_piece = (statistics.median(with_journal) - statistics.median(without)) / PIECES * 1e6
+    return {"name": "journal_piece_commit_us", "value": round(per_piece, 1), "unit": "us", "goal": "<= 2000",
+            "detail": f"a {PIECES}-piece scripted answer: {statistics.median(with_journal):.3f} s journaled, "
+                      f"{statistics.median(without):.3f} s not (medians of {len(without)})"}
+
+
+def run(ctx: "BenchContext") -> list[dict[str, Any]]:
+    figures = []
+    if ctx.wants("supervisor_overhead_ms"):
+        ctx.log("llmos --help, supervised and not")
+        figures.append(_supervisor(ctx))
+    if ctx.wants("journal_piece_commit_us"):
+        ctx.log(f"a {PIECES}-piece answer, journaled and not")
+        figures.append(_journal(ctx))
+    return figures
