@@ -194,9 +194,10 @@ def test_ctrl_c_on_the_terminal_stops_the_command(tmp_path, held_request):
 
 
 @pytest.fixture(scope="module")
-def model_data(tmp_path_factory) -> Path:
-    """One data directory for the model tests: the engine choice and the calibration are made once."""
-    return tmp_path_factory.mktemp("supervised")
+def model_data() -> Path:
+    """The test run's data directory (tests/conftest.py), passed with --data-dir: the engine choice
+    and the calibration other CLI tests made are reused. Our conversations have their own titles."""
+    return Path(os.environ["LLMOS_DATA_DIR"])
 
 
 @pytest.mark.model
@@ -223,7 +224,7 @@ def test_a_crash_mid_answer_keeps_the_question_and_the_streamed_answer(model_dat
     assert streamed, "nothing was streamed before the crash"
     journal = Journal(model_data / "journal.sqlite3")
     try:
-        [conversation] = [c for c in journal.conversations(None) if c["title"] == question]
+        conversation = next(c for c in journal.conversations(None) if c["title"] == question)  # the latest
         messages = journal.messages(conversation["id"])
         assert [m.role for m in messages] == ["user", "assistant"] and messages[0].content == question
         assert messages[1].content == streamed  # every piece the user saw, none lost
@@ -235,7 +236,7 @@ def test_a_crash_mid_answer_keeps_the_question_and_the_streamed_answer(model_dat
 
 @pytest.mark.model
 def test_a_crash_compiling_a_grammar_names_the_call(model_data):
-    done = llmos(model_data, "ask", "What is 12 * 3?", "--yes", crash="grammar@ABRT", timeout=600)
+    done = llmos(model_data, "ask", "What is 1234 * 5678?", "--yes", crash="grammar@ABRT", timeout=600)
     assert done.returncode == 134, done.stderr
     [line] = crash_lines(done.stderr)
     assert "crashed (SIGABRT) while compiling the grammar of calculator.evaluate's arguments" in line
