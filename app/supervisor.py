@@ -70,7 +70,10 @@ def main() -> int:
         _die_with(parent)
         breadcrumb.attach(region)
         return _run_cli()
-    return _supervise(pid, region)
+    code = _supervise(pid, region)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # nothing of ours to clean up: skip the interpreter's shutdown (it cost ~20 ms)
 
 
 def _die_with(parent: int) -> None:

@@ -288,7 +288,7 @@ def test_a_streaming_answer_is_journaled_at_every_piece_and_made_final(tmp_path)
     assert all(rows == 2 and partial == 1 for rows, _, partial in seen)  # the row exists from the first piece
     for n, (_, content, _) in enumerate(seen):
         assert content == "".join(streamed[: n + 1]).strip(), n  # committed at every piece
-    assert len({content for _, content, _ in seen}) == 40
+    assert len({content for _, content, _ in seen}) == len(seen) > 40  # a new text at each piece
     assert [(m.role, m.content) for m in journal.messages(cid)] == [("user", "Count for me."), ("assistant", answer)]
     assert journal.partial_answers(cid) == []  # final: one row, no longer partial
     assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again after the pieces
