@@ -20,7 +20,8 @@ forwarded. If the parent itself is killed, the child gets SIGTERM (Linux: PR_SET
 
 A fork, not a second interpreter: the child starts with what the parent imported, so the
 supervision costs a fork and a wait (``bench/bench_cli.py`` measures it on ``llmos --help``).
-``python -m llmos.app.cli`` runs unsupervised, and so does a platform without ``fork``.
+``python -m llmos.app.cli`` runs unsupervised, and so does a platform without ``fork`` or
+``sigwaitinfo`` (Windows, macOS).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def _run_cli() -> int:
 
 def main() -> int:
     """The `llmos` console entry point."""
-    if os.environ.get(ENV) == "1" or not hasattr(os, "fork"):
-        return _run_cli()
+    if os.environ.get(ENV) == "1" or not hasattr(os, "fork") or not hasattr(signal, "sigwaitinfo"):
+        return _run_cli()  # supervised already, or no fork / sigwaitinfo (Windows, macOS): run here
     region = mmap.mmap(-1, breadcrumb.SIZE)  # anonymous and shared: the child writes, we read
     watched = {signal.SIGCHLD, *FORWARDED, *TERMINAL}
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, watched)  # before the fork: nothing is missed
