@@ -11,12 +11,14 @@ import fcntl
 import json
 import os
 import pty
+import select
 import signal
 import socket
 import subprocess
 import sys
 import termios
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,34 +160,68 @@ def test_a_signal_sent_to_llmos_reaches_the_command(tmp_path, held_request, sig,
     assert not crash_lines(err) and "Traceback" not in err
 
 
+def _own_terminal() -> None:  # in the child: the pty becomes the controlling terminal of its new session
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _on_a_terminal(argv: list[str], **kw) -> tuple[subprocess.Popen[bytes], int]:
+    """Run ``argv`` on a new pseudo-terminal, as a shell runs a command in the foreground."""
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMOS_SUPERVISED", "LLMOS_TEST_CRASH")}
+    child = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                             preexec_fn=_own_terminal, env=env, **kw)
+    os.close(slave)
+    return child, master
+
+
+class _Screen:
+    """What the terminal shows, read as it comes; :meth:`wait` moves past each thing awaited."""
+
+    def __init__(self, master: int) -> None:
+        self.master, self.text, self.pos = master, "", 0
+
+    def wait(self, needle: str, timeout: float = 300) -> str:
+        """Read until ``needle`` shows after the last thing awaited; returns what came before it."""
+        deadline = time.monotonic() + timeout
+        while (found := self.text.find(needle, self.pos)) < 0:
+            ready, _, _ = select.select([self.master], [], [], max(0.0, deadline - time.monotonic()))
+            try:
+                chunk = os.read(self.master, 65536) if ready else b""
+            except OSError:  # EIO: the command has gone
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"{needle!r} never appeared; the terminal shows: {self.text[-2000:]!r}")
+            self.text += chunk.decode(errors="replace")
+        before, self.pos = self.text[self.pos:found], found + len(needle)
+        return before
+
+
+def _drain(master: int) -> str:
+    out = b""
+    while select.select([master], [], [], 0)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return out.decode(errors="replace")
+
+
 def test_ctrl_c_on_the_terminal_stops_the_command(tmp_path, held_request):
     url, arrived = held_request
-    master, slave = pty.openpty()
-
-    def own_terminal() -> None:  # the pty becomes the controlling terminal of a new session
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    child = _waiting_llmos(tmp_path, url, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                           preexec_fn=own_terminal)
-    os.close(slave)
+    child, master = _on_a_terminal([LLMOS, "--data-dir", str(tmp_path), "devices", "call", "browser.open",
+                                    "--args", json.dumps({"url": url}), "--yes"])
     try:
         assert arrived.wait(60), "the browser never asked"
         os.write(master, b"\x03")  # Ctrl-C: the terminal signals the foreground process group
         child.wait(60)
-        output = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every writer has gone
-                break
-            if not chunk:
-                break
-            output += chunk
+        text = _drain(master)
     finally:
         if child.poll() is None:
             child.kill()
         os.close(master)
-    text = output.decode(errors="replace")
     assert child.returncode == 130, text
     assert "run `llmos doctor`" not in text and "Traceback" not in text
 
@@ -240,3 +276,31 @@ def test_a_crash_compiling_a_grammar_names_the_call(model_data):
     assert done.returncode == 134, done.stderr
     [line] = crash_lines(done.stderr)
     assert "crashed (SIGABRT) while compiling the grammar of calculator.evaluate's arguments" in line
+
+
+@pytest.mark.model
+def test_ctrl_c_in_chat_stops_the_reply_once_and_chat_goes_on(model_data):
+    """The terminal's Ctrl-C reaches the child once: the reply stops and the chat waits for the next
+    message (a second SIGINT, forwarded by the supervisor, would end the chat instead)."""
+    child, master = _on_a_terminal([LLMOS, "--data-dir", str(model_data), "chat"])
+    screen = _Screen(master)
+    try:
+        screen.wait("type a message")
+        screen.wait("> ")
+        os.write(master, b"Tell me a long story about a dragon who learns to bake bread.\r")
+        screen.wait("bake bread.")  # the terminal's echo
+        streamed = ""
+        while len(streamed.strip()) < 40:  # the answer is streaming
+            streamed += screen.wait(" ") + " "
+        os.write(master, b"\x03")
+        screen.wait("[stopped]")
+        screen.wait("> ")
+        os.write(master, b"\x04")  # Ctrl-D: quit
+        child.wait(60)
+        text = screen.text + _drain(master)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        os.close(master)
+    assert child.returncode == 0, text
+    assert "Traceback" not in text and "run `llmos doctor`" not in text
