@@ -285,7 +285,7 @@ def test_ctrl_c_in_chat_stops_the_reply_once_and_chat_goes_on(model_data):
     child, master = _on_a_terminal([LLMOS, "--data-dir", str(model_data), "chat"])
     screen = _Screen(master)
     try:
-        screen.wait("type a message")
+        screen.wait("type a message", timeout=540)  # a first run calibrates the model
         screen.wait("> ")
         os.write(master, b"Tell me a long story about a dragon who learns to bake bread.\r")
         screen.wait("bake bread.")  # the terminal's echo
