@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmos.kernel.backends import model_path as _model_path
 from llmos.kernel.config import Config, ConfigError
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -50,12 +51,6 @@ class Context:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _model_path(config: Config) -> Path:
-    from llmos.kernel.model_file import default_model_path
-
-    return Path(config.model).expanduser() if config.model else default_model_path()
 
 
 # --- config -----------------------------------------------------------------------------------
