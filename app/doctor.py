@@ -21,6 +21,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,13 +56,17 @@ def diagnose(ctx: Context) -> list[Check]:
     """Run every check; one that raises is reported as failed (a doctor that crashes helps no one)."""
     found: list[Check] = []
     for check in checks(ctx):
+        started = time.monotonic()
         try:
             result = check(ctx)
         except Exception as exc:
             result = Check("doctor", check.__name__.removeprefix("check_"), FAIL,
                            f"the check itself failed: {type(exc).__name__}: {exc}",
                            "report this as an llmos bug (with `llmos -v doctor`)")
-        found += result if isinstance(result, list) else [result]
+        results = result if isinstance(result, list) else [result]
+        for r in results:
+            r.seconds = round((time.monotonic() - started) / len(results), 3)
+        found += results
     return found
 
 

@@ -32,6 +32,7 @@ class Check:
     status: str  # ok | warn | fail
     detail: str
     fix: str = ""
+    seconds: float = 0.0  # how long the check took (set by the doctor)
 
 
 @dataclass
@@ -338,9 +339,10 @@ def check_display(ctx: Context) -> Check:
 
 def check_qt(ctx: Context) -> Check:
     """A QGuiApplication in a subprocess (Qt aborts its process when its platform cannot start)."""
-    env = dict(os.environ)
+    env, note = dict(os.environ), ""
     if not _display() and not env.get("QT_QPA_PLATFORM"):
         env["QT_QPA_PLATFORM"] = "offscreen"  # nothing to show on: check that Qt itself works
+        note = " (no display: tried offscreen)"
     fix = "install PySide6 and the xcb libraries: " + SETUP
     try:
         proc = subprocess.run([sys.executable, "-c", _QT_PROBE], capture_output=True, text=True, env=env,
@@ -351,7 +353,7 @@ def check_qt(ctx: Context) -> Check:
     if proc.returncode != 0 or not platform:
         tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         return Check("display", "qt", FAIL, f"Qt cannot start: {tail[:200]}", fix)
-    return Check("display", "qt", OK, f"PySide6 starts on the {platform} platform")
+    return Check("display", "qt", OK, f"PySide6 starts on the {platform} platform{note}")
 
 
 # --- data -------------------------------------------------------------------------------------
