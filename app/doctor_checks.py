@@ -252,12 +252,13 @@ def check_engine(ctx: Context) -> Check:
     path = _model_path(ctx.config)
     recheck = f"`llmos doctor --recheck` proves the paths again and picks one that runs; {SETUP} rebuilds them"
     try:
-        choice = None if ctx.recheck else engine.cached_choice(path)
-        if choice is None or choice.path is None:
+        choice, result = None if ctx.recheck else engine.cached_choice(path), None
+        if choice is None or choice.path is None:  # proved now: its smoke decode has just run
             choice = engine.choose(path, recheck=ctx.recheck)
+            result = next((r for r in choice.results if r.path == choice.path), None)
         if choice.path is None:
             return Check("engine", "engine", FAIL, choice.summary(), SETUP + " (it builds the engine paths again)")
-        result = engine.smoke(engine.path_named(choice.path), path)
+        result = result or engine.smoke(engine.path_named(choice.path), path)
     except (engine.EngineError, OSError) as exc:
         return Check("engine", "engine", FAIL, _one_line(exc), recheck)
     if not result.ok:

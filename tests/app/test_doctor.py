@@ -186,3 +186,28 @@ def test_model_option_loads_and_decodes_another_gguf(tmp_path: Path, model_path:
     assert checks["other.gguf chat template"]["detail"].startswith("ChatML")
     assert checks["other.gguf context"]["detail"] == "trained for 32768 tokens"
     assert " tokens/s" in checks["other.gguf decode"]["detail"]
+
+
+@pytest.mark.model
+def test_an_engine_path_that_crashes_fails_and_recheck_moves_off_it(tmp_path: Path, model_path: Path):
+    """The remembered path crashes for real (LLMOS_ENGINE_FAULT: a segfault in the smoke subprocess)."""
+    from llmos.kernel.backends import engine
+
+    cached = engine.cached_choice(model_path)
+    assert cached is not None and cached.path, "`make` proves an engine path and remembers it"
+    store = tmp_path / "choices.json"  # a copy: the user's remembered choice is never changed
+    store.write_bytes(engine.choices_path().read_bytes())
+    env = {"LLMOS_ENGINE_CHOICES": str(store), "LLMOS_ENGINE_FAULT": f"{cached.path}=crash"}
+    checks = report(done := doctor(tmp_path, env=env))
+    assert done.returncode == 1 and failed(checks) == {"engine"}
+    assert checks["engine"]["detail"] == f"the smoke decode on {cached.path} crashed (SIGSEGV)"
+    assert "llmos doctor --recheck" in checks["engine"]["fix"]
+    checks = report(done := doctor(tmp_path, "--recheck", env=env))
+    if cached.path == engine.PATH_NAMES[-1]:  # nothing after it to fall back to
+        assert done.returncode == 1 and "no engine path passed" in checks["engine"]["detail"]
+    else:
+        assert done.returncode == 0, done.stdout
+        chosen = checks["engine"]["detail"].split(",", 1)[0]
+        assert chosen in engine.PATH_NAMES and chosen != cached.path
+        assert f"{cached.path} crashed (SIGSEGV)" in checks["engine"]["detail"]
+        assert engine.cached_choice(model_path, store).path == chosen  # remembered in the copy
