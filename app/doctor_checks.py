@@ -63,8 +63,8 @@ def check_config(ctx: Context) -> Check:
     except ConfigError as exc:
         ctx.config = ctx.fallback_config()
         return Check("config", "config", FAIL, str(exc),
-                     f"edit {ctx.config_path} (README, Configuration, lists the keys); "
-                     "the other checks use the defaults meanwhile")
+                     f"edit {ctx.config_path}, or the LLMOS_<KEY> variable or flag that sets the key "
+                     "(README, Configuration, lists them); the other checks used the defaults")
     where = f"{ctx.config_path}" if ctx.config_path.is_file() else f"no file at {ctx.config_path}: the defaults"
     return Check("config", "config", OK, where)
 
