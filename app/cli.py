@@ -6,6 +6,7 @@
     llmos devices [--json]     the devices, their calls and permissions
     llmos devices call NAME --args JSON   call a device directly, as the kernel would
     llmos voice [--input WAV --output WAV --json]   hands-free voice (app/voice_cli.py)
+    llmos doctor [--json] [--recheck] [--model PATH]   check what llmos needs (app/doctor.py)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import history_cli, memory_cli, voice_cli
+from llmos.app import doctor, history_cli, memory_cli, voice_cli
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("permissions", nargs="*", metavar="PERMISSION", help="e.g. network (default: all)")
     memory_cli.add_parser(sub)
     voice_cli.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 
@@ -298,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "doctor":  # before the config loads: a broken one is among what it reports
+            return doctor.run(args, lambda: _config(args))
         config = _config(args)
         if config.backend == "llamacpp":  # before anything loads llama.cpp's libraries
             from llmos.kernel.backends import engine, model_path
