@@ -81,6 +81,22 @@ def check_devices(ctx: Context) -> Check:
     return Check("config", "devices", OK, f"{len(names)} devices: {', '.join(names)}")
 
 
+def check_sandbox(ctx: Context) -> Check:
+    """The python device runs code only inside bubblewrap, unless the config opts out."""
+    from llmos.plugins.python.sandbox import sandbox_status
+
+    mode = str(ctx.config.devices.get("python", {}).get("sandbox", "required"))
+    status = sandbox_status()
+    if status.available:
+        return Check("config", "sandbox", OK, status.detail)
+    if mode == "off":
+        return Check("config", "sandbox", WARN, f"{status.detail}; [devices.python] sandbox = \"off\": "
+                     "python.run runs code without a boundary", "install bubblewrap and remove the opt-out")
+    return Check("config", "sandbox", WARN, f"{status.detail}: python.run refuses to run code",
+                 "`sudo apt-get install bubblewrap` (make setup does it), or opt out with "
+                 "[devices.python] sandbox = \"off\"")
+
+
 def check_mcp_servers(ctx: Context) -> list[Check]:
     servers = (ctx.config.mcp or {}).get("servers", {}) if isinstance(ctx.config.mcp, dict) else None
     if not isinstance(servers, dict):
@@ -427,7 +443,7 @@ def check_store(ctx: Context) -> Check:
 def checks(ctx: Context) -> list[Callable[[Context], Any]]:
     """The checks in the order they run (and are reported): each sees what those before found."""
     found: list[Callable[[Context], Any]] = [
-        check_config, check_devices, check_mcp_servers,
+        check_config, check_devices, check_sandbox, check_mcp_servers,
         check_model, check_whisper, check_embedder, check_static_table,
     ]
     if ctx.other_model is not None:
