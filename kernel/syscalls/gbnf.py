@@ -5,12 +5,17 @@ A faithful port of ``llama_grammar_parser::parse`` and the checks of ``llama_gra
 (``MAX_REPETITION_THRESHOLD``: the rules a group creates, times the repetition applied to it),
 undefined rules, a missing root and left recursion. llama.cpp answers a refused grammar with a
 NULL sampler that llama-cpp-python does not check (a segfault), so every grammar is checked here
-first, without a model. Iterative, not recursive: a string of 400 characters is 400 nested groups.
+first, without a model. Iterative, not recursive: a string of 400 characters is 400 nested groups;
+nesting deeper than ``MAX_GROUP_DEPTH`` is refused, since llama.cpp's recursive parser would
+overflow its stack on it.
 """
 
 from __future__ import annotations
 
 MAX_REPETITION_THRESHOLD = 2000  # llama-grammar.cpp
+# llama.cpp's parser recurses twice per nested group, and only counts a group's rules once it
+# has parsed all of it: 100,000 nested groups overflow the C++ stack before any limit is seen.
+MAX_GROUP_DEPTH = 2500
 
 END, ALT, RULE_REF, CHAR, CHAR_NOT, CHAR_RNG_UPPER, CHAR_ALT, CHAR_ANY = range(8)
 
@@ -155,6 +160,9 @@ class _Parser:
             elif c == "(":
                 pos = self.space(pos + 1, True)
                 before = len(self.symbols)
+                if len(stack) > MAX_GROUP_DEPTH:
+                    raise GbnfError(f"groups nested more than {MAX_GROUP_DEPTH} deep (llama.cpp's parser "
+                                    "would overflow its stack)")
                 stack.append(_Frame(frame.name, self.generated_symbol(frame.name), True, before))
             elif c == ".":
                 frame.new_sequence()

@@ -36,6 +36,7 @@ MAX_STRING_LENGTH = 400  # characters of one string argument (the grammar's nest
 MAX_ITEMS = 100
 MAX_ENUM = 256
 MAX_BRANCHES = 256  # anyOf / oneOf
+MAX_PROPERTIES = 500  # of one object (the converter recurses once per optional property)
 MAX_DEPTH = 24  # nested schemas (properties, items, branches)
 MAX_NODES = 4000  # schemas in all, after $ref are inlined
 
@@ -296,6 +297,8 @@ class _Bounder:
         properties = out.get("properties", {})
         if not isinstance(properties, dict):
             raise GrammarError("its schema's properties is not an object")
+        if len(properties) > MAX_PROPERTIES:
+            raise GrammarError(f"an object in its schema has {len(properties)} properties (at most {MAX_PROPERTIES})")
         required = out.get("required", [])
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
             raise GrammarError("its schema's required is not a list of names")
