@@ -12,6 +12,8 @@ overflow its stack on it.
 
 from __future__ import annotations
 
+import re
+
 MAX_REPETITION_THRESHOLD = 2000  # llama-grammar.cpp
 # llama.cpp's parser recurses twice per nested group, and only counts a group's rules once it
 # has parsed all of it: 100,000 nested groups overflow the C++ stack before any limit is seen.
@@ -24,8 +26,10 @@ class GbnfError(ValueError):
     """llama.cpp would refuse the grammar; the message says why, in one line."""
 
 
-def _word(c: str) -> bool:
-    return c.isascii() and (c.isalnum() or c == "-")
+_NAME = re.compile(r"[A-Za-z0-9-]+")
+_SPACE = re.compile(r"(?:[ \t]|#[^\r\n]*)*")
+_SPACE_NL = re.compile(r"(?:[ \t\r\n]|#[^\r\n]*)*")
+_PLAIN = re.compile(r'[^"\\]+')  # literal characters that need no escape
 
 
 class _Frame:
@@ -55,23 +59,13 @@ class _Parser:
         return self.src[pos] if pos < len(self.src) else ""
 
     def space(self, pos: int, newline_ok: bool) -> int:
-        while True:
-            c = self.at(pos)
-            if c == "#":
-                while self.at(pos) not in ("", "\r", "\n"):
-                    pos += 1
-            elif c in (" ", "\t") or (newline_ok and c in ("\r", "\n")):
-                pos += 1
-            else:
-                return pos
+        return (_SPACE_NL if newline_ok else _SPACE).match(self.src, pos).end()  # type: ignore[union-attr]
 
     def name(self, pos: int) -> int:
-        end = pos
-        while _word(self.at(end)):
-            end += 1
-        if end == pos:
+        match = _NAME.match(self.src, pos)
+        if match is None:
             raise GbnfError(f"expecting name at {self.src[pos:pos + 20]!r}")
-        return end
+        return match.end()
 
     def char(self, pos: int) -> tuple[int, int]:
         c = self.at(pos)
@@ -131,6 +125,11 @@ class _Parser:
                 pos += 1
                 frame.new_sequence()
                 while self.at(pos) != '"':
+                    plain = _PLAIN.match(self.src, pos)
+                    if plain is not None:
+                        frame.rule.extend((CHAR, ord(ch)) for ch in plain.group())
+                        pos = plain.end()
+                        continue
                     value, pos = self.char(pos)
                     frame.rule.append((CHAR, value))
                 pos = self.space(pos + 1, frame.nested)
@@ -151,7 +150,7 @@ class _Parser:
                 pos = self.space(pos + 1, frame.nested)
             elif c in ("<", "!"):
                 raise GbnfError("token references need the model's vocabulary")
-            elif c and _word(c):
+            elif _NAME.match(c):
                 end = self.name(pos)
                 ref = self.symbol(self.src[pos:end])
                 pos = self.space(end, frame.nested)

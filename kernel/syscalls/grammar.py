@@ -101,11 +101,21 @@ def to_gbnf(schema: dict[str, Any]) -> str:
         raise GrammarError("its schema is nested too deeply for the grammar converter") from None
     except Exception as exc:  # the converter's asserts and ValueErrors
         raise GrammarError(f"its schema cannot become a grammar ({_one_line(exc)})") from None
+    refusal = _refusal(grammar)
+    if refusal is not None:
+        raise GrammarError(f"llama.cpp would refuse its grammar: {refusal}")
+    return grammar
+
+
+@functools.lru_cache(maxsize=256)
+def _refusal(grammar: str) -> str | None:
+    """Why llama.cpp would refuse ``grammar``, or None (a few ms a call: kept, as every registry
+    and every generated call's arguments check the same grammars again)."""
     try:
         check(grammar)
     except GbnfError as exc:
-        raise GrammarError(f"llama.cpp would refuse its grammar: {exc}") from None
-    return grammar
+        return str(exc)
+    return None
 
 
 def check_call(device: str, call: str, schema: Any) -> str:
