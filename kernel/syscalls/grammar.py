@@ -14,7 +14,7 @@ refused grammar is a NULL sampler that llama-cpp-python does not check: a segfau
   arguments against the call's own schema.
 - What cannot be bounded is refused: a ``minLength`` or ``minItems`` no generation can reach,
   nesting deeper than ``MAX_DEPTH``, a ``$ref`` cycle or a remote ``$ref``, a schema that is not
-  an object, a schema too large.
+  an object, a schema or a grammar too large to check quickly.
 - :func:`to_gbnf` converts and checks the result with :mod:`.gbnf` (llama.cpp's parser, in
   Python), so a device is refused when it is registered, never when the model is running.
 """
@@ -39,6 +39,7 @@ MAX_BRANCHES = 256  # anyOf / oneOf
 MAX_PROPERTIES = 500  # of one object (the converter recurses once per optional property)
 MAX_DEPTH = 24  # nested schemas (properties, items, branches)
 MAX_NODES = 4000  # schemas in all, after $ref are inlined
+MAX_GRAMMAR_CHARS = 200_000  # about 60 strings of the full length; checked in about a second
 
 # What json_schema_to_gbnf reads; anything else only matters to validation.
 _KEPT = {
@@ -101,6 +102,8 @@ def to_gbnf(schema: dict[str, Any]) -> str:
         raise GrammarError("its schema is nested too deeply for the grammar converter") from None
     except Exception as exc:  # the converter's asserts and ValueErrors
         raise GrammarError(f"its schema cannot become a grammar ({_one_line(exc)})") from None
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise GrammarError(f"its grammar would be {len(grammar):,} characters (at most {MAX_GRAMMAR_CHARS:,})")
     refusal = _refusal(grammar)
     if refusal is not None:
         raise GrammarError(f"llama.cpp would refuse its grammar: {refusal}")

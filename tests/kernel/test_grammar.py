@@ -82,6 +82,7 @@ HOSTILE: dict[str, tuple[object, str | None]] = {
                                  None),
     "2000 optional properties": ({"type": "object", "properties": {f"p{i}": {"type": "integer"} for i in range(2000)}},
                                  "2000 properties"),
+    "300 long strings": (obj(**{f"s{i}": {"type": "string"} for i in range(300)}), "characters (at most"),
     "minLength over maxLength": (obj(x={"type": "string", "minLength": 10, "maxLength": 5}), "below its minLength"),
 }
 
