@@ -213,8 +213,9 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                         max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
                     )
                 except GrammarError as exc:  # the call's error, never the kernel's
-                    log.warning("process %d: %s", proc.pid, exc.at(device.name, call.name))
-                    parsed = ParsedCall(decision.call, {}, f"no grammar for its arguments: {exc.at(device.name, call.name)}")
+                    refusal = exc.at(device.name, call.name)
+                    log.warning("process %d: %s", proc.pid, refusal)
+                    parsed = ParsedCall(decision.call, {}, f"no grammar for its arguments: {refusal}")
                 else:
                     arguments, error = parse_arguments(raw)
                     parsed = ParsedCall(decision.call, arguments, error)
