@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 
 from llmos.kernel.backends.scripted import ScriptedBackend
-from llmos.kernel.devices import Call, Device
+from llmos.kernel.devices import Device
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import DeviceRegistry, UnknownCall
 from llmos.kernel.syscalls.gbnf import GbnfError, check

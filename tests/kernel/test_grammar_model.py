@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -82,7 +81,9 @@ def test_dinner_is_ready_is_spoken_and_a_hostile_plugin_is_refused(tmp_path):
     wav = tmp_path / "said.wav"
     config = tmp_path / "config.toml"
     config.write_text(f'[devices.speech]\noutput = "{wav}"\n')
-    env = install_plugin(tmp_path / "plugins") if (tmp_path / "plugins").mkdir() is None else {}
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    env = install_plugin(plugins)
     env["LLMOS_CONFIG"] = str(config)
     done = subprocess.run(
         [sys.executable, "-m", "llmos.app.cli", "--data-dir", str(tmp_path / "data"), "--yes",
