@@ -114,7 +114,8 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
         m["granted"] = sorted(p.value for p in d.permissions if p not in policy.missing(d))
     if args.json:
         broken = [{"name": b.name, "target": b.target, "error": b.error} for b in registry.broken]
-        print(json.dumps({"devices": manifests, "broken": broken}, indent=2, ensure_ascii=False))
+        refused = [{"device": r.device, "call": r.call, "reason": r.reason} for r in registry.refused.values()]
+        print(json.dumps({"devices": manifests, "broken": broken, "refused": refused}, indent=2, ensure_ascii=False))
         return EXIT_OK
     for m in manifests:
         perms = ", ".join(f"{p} ({'granted' if p in m['granted'] else 'not granted'})"
@@ -126,6 +127,8 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
                 f"{k}: {v.get('type', 'any')}" for k, v in c["parameters"]["properties"].items()
             )
             print(f"  - {c['name']}({params})  {c['description']}")
+    for r in registry.refused.values():
+        print(f"! refused {r}")
     for b in registry.broken:
         print(f"! {b.name} ({b.target}) failed to load: {b.error}")
     return EXIT_OK
