@@ -56,7 +56,11 @@ def real_kernel(real_backend) -> Iterator[object]:
     from llmos.kernel.registry import DeviceRegistry
 
     kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
-    kernel.wait_ready(60)
+    try:
+        kernel.wait_ready(60)
+    except BaseException:  # still calibrating: wait for its thread to leave the shared model
+        kernel.shutdown(close_backend=False)
+        raise
     yield kernel
     kernel.shutdown(close_backend=False)
 

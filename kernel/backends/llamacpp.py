@@ -33,6 +33,7 @@ import numpy as np
 from .. import breadcrumb, crash_hooks
 from ..model_file import ModelFileError, check_gguf
 from ..prompt import CALL_PREFIX
+from ..syscalls.grammar import GrammarError, to_gbnf
 from . import engine
 from .base import BackendError, SamplingParams, ScoreTrie, StreamStats, SwitchInfo
 
@@ -123,6 +124,7 @@ class LlamaCppBackend:
 
         vocab = lc.llama_model_get_vocab(self._llm.model)
         self._is_eog = lambda tok: bool(lc.llama_vocab_is_eog(vocab, tok))
+        self._vocab = vocab
         self._lc = lc
 
     def _engine_path(self) -> engine.EnginePath:
@@ -255,19 +257,31 @@ class LlamaCppBackend:
 
     # --- generation and scoring -------------------------------------------------------------
 
+    def compile_grammar(self, grammar: str) -> None:
+        """Compile a GBNF grammar in llama.cpp and free it; GrammarError if llama.cpp refuses it.
+
+        llama-cpp-python adds whatever ``llama_sampler_init_grammar`` returns to the sampler
+        chain, NULL included, and the first sample then segfaults: so the NULL is checked here.
+        """
+        lc = self._lc
+        sampler = lc.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise GrammarError("llama.cpp refused its grammar (its reason is on stderr)")
+        lc.llama_sampler_free(sampler)
+
     def open(self, pid: int, prompt: str, params: SamplingParams, json_schema: dict[str, Any] | None = None) -> "LocalStream":
         grammar = None
         if json_schema is not None:
-            import json
-
             from llama_cpp import LlamaGrammar
 
+            text = to_gbnf(json_schema)  # GrammarError if llama.cpp's parser would refuse it
             line = prompt.rstrip().rpartition("\n")[2]  # the turn ends its prompt with "CALL <device.call>"
             call = line.removeprefix(CALL_PREFIX).strip() if line.startswith(CALL_PREFIX) else "a call"
             with breadcrumb.activity(f"compiling the grammar of {call}'s arguments", native="llama.cpp",
                                      cause=f"llama.cpp's grammar compiler on the JSON schema of {call}"):
                 crash_hooks.reach("grammar")
-                grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+                self.compile_grammar(text)  # and llama.cpp itself, before llama-cpp-python sees it
+                grammar = LlamaGrammar.from_string(text, verbose=False)
         return LocalStream(self, pid, self.tokenize(prompt), params, grammar)
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:

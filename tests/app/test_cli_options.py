@@ -52,6 +52,16 @@ COMMANDS = _commands()
 IDS = [" ".join(path) for path, _ in COMMANDS]
 
 
+def _own_option(path: list[str], flag: str) -> argparse.Action | None:
+    """The command's own option named ``flag`` (e.g. `llmos doctor --model`), or None when the
+    name is the global option there."""
+    parser = cli.build_parser()
+    for name in path:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    action = parser._option_string_actions.get(flag)
+    return action if action is not None and action.default is not argparse.SUPPRESS else None
+
+
 def _option(flag: str) -> list[str]:
     return [flag] if VALUES[flag] is None else [flag, VALUES[flag]]
 
@@ -76,7 +86,16 @@ def test_a_global_option_after_the_command_parses_as_before_it(path, positionals
     dest = flag.removeprefix("--").replace("-", "_")
     expected = True if VALUES[flag] is None else int(VALUES[flag]) if flag in ("--n-ctx", "--threads") else VALUES[flag]
     assert before[dest] == expected
+    own = _own_option(path, flag)
+    if own is not None:  # the command's own option of that name takes it after the command
+        assert after[own.dest] == between[own.dest] == expected
+        return
     assert after == before and between == before
+
+
+def test_a_command_s_own_option_of_a_global_name_is_found():
+    assert _own_option(["doctor"], "--model").dest == "doctor_model"  # `llmos doctor --model PATH`
+    assert _own_option(["ask"], "--model") is None
 
 
 @pytest.mark.parametrize("path, positionals", COMMANDS, ids=IDS)
@@ -89,7 +108,8 @@ def test_without_global_options_a_command_gets_the_defaults(path, positionals):
 def test_the_value_after_the_command_wins(path, positionals):
     args = parse(["--model", "first.gguf", "--data-dir", "/a", *path, *positionals,
                   "--model", "second.gguf"])
-    assert args["model"] == "second.gguf"
+    own = _own_option(path, "--model")
+    assert args[own.dest if own else "model"] == "second.gguf"
     assert args["data_dir"] == "/a"  # given before only: kept
 
 
