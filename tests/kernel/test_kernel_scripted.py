@@ -108,10 +108,12 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
         """Raise."""
         raise RuntimeError("kaput")
 
+    released = threading.Event()
+
     @flaky.call(timeout_s=1.0)
     def hang() -> str:
         """Hang."""
-        time.sleep(30)
+        released.wait(30)  # until the test is over
         return "never"
 
     backend = ScriptedBackend(scoring=False)
@@ -130,33 +132,57 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
     backend.enqueue("ANSWER: both failed")
     result = slow.result(5)
     kernel.shutdown()
+    released.set()
     assert "RuntimeError: kaput" in result.syscalls[0]["error"]
     assert "did not answer within 1 s" in result.syscalls[1]["error"]
     assert result.answer == "both failed"
 
 
+class PauseAtToken:
+    """An observer that holds the kernel thread at ``pid``'s ``n``-th answer token until the test
+    has done what it does mid-reply (``resume``): mid-reply whatever the machine's speed."""
+
+    def __init__(self, pid: int, n: int = 1) -> None:
+        self.pid, self.n, self.seen = pid, n, 0
+        self.reached, self.resume = threading.Event(), threading.Event()
+
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.Token) and event.pid == self.pid:
+            self.seen += 1
+            if self.seen == self.n:
+                self.reached.set()
+                assert self.resume.wait(10), "the test never resumed the kernel"
+
+
 def test_stop_interrupts_a_reply_and_keeps_the_partial_answer():
     words = " ".join(f"w{i}" for i in range(400))
-    backend = ScriptedBackend([f"ANSWER: {words}"], delay_per_token=0.005)
+    backend = ScriptedBackend([f"ANSWER: {words}"])
     kernel = start(backend, slice_tokens=4)
     pid = kernel.spawn()
+    pause = PauseAtToken(pid, n=10)
+    kernel.bus.subscribe(pause)
     future = kernel.submit(pid, "talk")
-    time.sleep(0.2)
+    assert pause.reached.wait(5)
     kernel.stop(pid)
+    pause.resume.set()
     result = future.result(5)
     kernel.shutdown()
     assert result.stopped is True
-    assert 0 < len(result.answer.split()) < 400
+    assert 10 <= len(result.answer.split()) <= 12  # the turn checks for a stop after every token
 
 
 def test_voice_preempts_chat_at_a_slice_boundary(recorder):
     words = " ".join(f"c{i}" for i in range(300))
-    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"], delay_per_token=0.004)
+    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"])
     kernel = start(backend, slice_tokens=8)
     kernel.bus.subscribe(recorder)
-    chat = kernel.ask("long", Priority.CHAT)
-    time.sleep(0.15)
-    voice = kernel.ask("short", Priority.VOICE)
+    chat_pid, voice_pid = kernel.spawn("chat", Priority.CHAT), kernel.spawn("voice", Priority.VOICE)
+    pause = PauseAtToken(chat_pid)
+    kernel.bus.subscribe(pause)
+    chat = kernel.submit(chat_pid, "long")
+    assert pause.reached.wait(5)  # the chat reply is under way
+    voice = kernel.submit(voice_pid, "short")
+    pause.resume.set()
     voice_result = voice.result(10)
     assert not chat.done(), "the voice turn finished while the chat reply was still running"
     chat_result = chat.result(10)
