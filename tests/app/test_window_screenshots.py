@@ -6,7 +6,6 @@ picture is not blank and shows what the state is about.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from llmos.kernel.config import Config  # noqa: E402
 from llmos.kernel.syscalls.dispatch import GrantPolicy  # noqa: E402
 
 from .shell_helpers import (  # noqa: E402
-    SCREENSHOTS, Shell, registry_with, send, text_of, untrusted_and_writer_devices, wait_idle,
+    SCREENSHOTS, GatedLoadBackend, Shell, registry_with, send, text_of, untrusted_and_writer_devices, wait_idle,
 )
 
 pytestmark = pytest.mark.gui
@@ -35,12 +34,6 @@ pytestmark = pytest.mark.gui
 STORY = ("ANSWER: Here is a plan for **Saturday**:\n\n1. Walk to the market\n2. Cook *risotto*\n"
          "3. Read in the park\n\n| time | what |\n|---|---|\n| 09:00 | market |\n| 12:30 | lunch |\n\n"
          "```python\ntotal = 12.5 * 3\nprint(total)\n```")
-
-
-class SlowLoadBackend(ScriptedBackend):
-    def load(self) -> None:
-        time.sleep(1.5)
-        super().load()
 
 
 @pytest.fixture()
@@ -108,12 +101,16 @@ def test_screenshot_conversation(qtbot, shell: Shell, qapp, dark: bool) -> None:
 
 
 def test_screenshot_loading_and_typing(qtbot, shell: Shell) -> None:
-    window = shell.open(SlowLoadBackend(["ANSWER: ready"]), start=False)
+    backend = GatedLoadBackend(["ANSWER: ready"])
+    window = shell.open(backend, start=False)
     window.kernel.start()
-    window.resize(1000, 640)
-    window.input.setPlainText("Typed while the model loads…")
-    assert window.status_label.text().startswith("Loading model") and window.progress.isVisible()
-    shoot(window, "loading")
+    try:
+        window.resize(1000, 640)
+        window.input.setPlainText("Typed while the model loads…")
+        assert window.status_label.text().startswith("Loading model") and window.progress.isVisible()
+        shoot(window, "loading")
+    finally:
+        backend.finish_loading()
 
 
 def test_screenshot_model_failed(qtbot, shell: Shell) -> None:
