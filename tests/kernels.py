@@ -5,12 +5,14 @@ A kernel that is not ready (the model's load and the decision calibration, minut
 shut down, its thread joined, in a ``finally``. The model is shared by the whole run, so a kernel
 thread left decoding would share it with the next test's kernel, and a ``LlamaCppBackend`` closed
 while a kernel thread decodes crashes the process: kernels are always shut down before the backend
-is closed (``close_backend=False`` here; the session fixture closes it last).
+is closed (``close_backend=False`` here; the session fixture closes it last). ``PauseAtToken`` holds
+a reply mid-way for a test, whatever the speed of the machine.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,16 +23,20 @@ READY_S = 900.0  # the first kernel of a run calibrates the device decision: min
 
 
 def wait_ready(kernel: Any, seconds: float = READY_S) -> None:
-    """``kernel.wait_ready``, failing the test with one clear line when the model is not ready."""
+    """``kernel.wait_ready``; when the model is not ready, the kernel is shut down and the test
+    fails with one clear line."""
     from llmos.kernel.backends.base import BackendError
 
     try:
         kernel.wait_ready(seconds)
+        return
     except TimeoutError:
-        pytest.fail(f"the kernel on {kernel.backend.model} was not ready within {seconds:g} s "
-                    "(the model's load and the device-decision calibration); it is shut down", pytrace=False)
+        why = (f"the kernel on {kernel.backend.model} was not ready within {seconds:g} s "
+               "(the model's load and the device-decision calibration); it was shut down")
     except BackendError as exc:
-        pytest.fail(f"the model did not load: {exc}", pytrace=False)
+        why = f"the model did not load: {exc}"
+    kernel.shutdown(close_backend=False)
+    pytest.fail(why, pytrace=False)
 
 
 @contextmanager
@@ -38,11 +44,29 @@ def started(kernel: Any, ready_s: float = READY_S) -> Iterator[Any]:
     """Start ``kernel`` (built, with its observers and journal attached), wait until it is ready,
     and shut it down when the block ends, however it ends; the backend stays loaded."""
     kernel.start()
+    wait_ready(kernel, ready_s)
     try:
-        wait_ready(kernel, ready_s)
         yield kernel
     finally:
         kernel.shutdown(close_backend=False)
+
+
+class PauseAtToken:
+    """An observer that holds the kernel thread at ``pid``'s ``n``-th answer token until the test
+    has done what it does mid-reply (``resume``): mid-reply whatever the machine's speed."""
+
+    def __init__(self, pid: int, n: int = 1) -> None:
+        self.pid, self.n, self.seen = pid, n, 0
+        self.reached, self.resume = threading.Event(), threading.Event()
+
+    def __call__(self, event: Any) -> None:
+        from llmos.kernel import events
+
+        if isinstance(event, events.Token) and event.pid == self.pid:
+            self.seen += 1
+            if self.seen == self.n:
+                self.reached.set()
+                assert self.resume.wait(10), "the test never resumed the kernel"
 
 
 def shut_down_kernels_on(backend: Any) -> int:

@@ -14,6 +14,7 @@ from llmos.kernel.loop import Kernel, TurnError
 from llmos.kernel.process import Priority
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.turn import TurnOptions
+from tests.kernels import PauseAtToken
 
 
 def make_registry(*extra: Device) -> DeviceRegistry:
@@ -136,22 +137,6 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
     assert "RuntimeError: kaput" in result.syscalls[0]["error"]
     assert "did not answer within 1 s" in result.syscalls[1]["error"]
     assert result.answer == "both failed"
-
-
-class PauseAtToken:
-    """An observer that holds the kernel thread at ``pid``'s ``n``-th answer token until the test
-    has done what it does mid-reply (``resume``): mid-reply whatever the machine's speed."""
-
-    def __init__(self, pid: int, n: int = 1) -> None:
-        self.pid, self.n, self.seen = pid, n, 0
-        self.reached, self.resume = threading.Event(), threading.Event()
-
-    def __call__(self, event: events.Event) -> None:
-        if isinstance(event, events.Token) and event.pid == self.pid:
-            self.seen += 1
-            if self.seen == self.n:
-                self.reached.set()
-                assert self.resume.wait(10), "the test never resumed the kernel"
 
 
 def test_stop_interrupts_a_reply_and_keeps_the_partial_answer():
