@@ -85,7 +85,9 @@ def busy_conversation(qtbot, shell: Shell, dark: bool, qapp):
     card = next(w for w in window.view.items if isinstance(w, SyscallCard))
     card.set_expanded(True)
     window.input.setPlainText("And on Sunday?")
-    qtbot.wait(120)
+    # what the picture must show, waited for: the sidebar's two conversations, the branch switcher
+    qtbot.waitUntil(lambda: len(window.sidebar.titles()) == 2
+                    and window.view.bubbles()[-1].branch_label.text() == "1/2", timeout=5000)
     return window
 
 
@@ -128,7 +130,7 @@ def test_screenshot_consent_dialog(qtbot, shell: Shell) -> None:
     send(qtbot, window, "Read the page and note what it says")
     qtbot.waitUntil(lambda: window.dialogs.current is not None, timeout=5000)
     dialog = window.dialogs.current
-    qtbot.wait(50)
+    qtbot.waitExposed(dialog)
     shoot(dialog, "consent_dialog")
     shoot(window, "consent_waiting")
     dialog.no_button.click()
