@@ -6,6 +6,7 @@
     llmos devices [--json]     the devices, their calls and permissions
     llmos devices call NAME --args JSON   call a device directly, as the kernel would
     llmos voice [--input WAV --output WAV --json]   hands-free voice (app/voice_cli.py)
+    llmos doctor [--json] [--recheck] [--model PATH]   check what llmos needs (app/doctor.py)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import history_cli, memory_cli, voice_cli
+from llmos.app import doctor, history_cli, memory_cli, voice_cli
 from llmos.kernel import events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("permissions", nargs="*", metavar="PERMISSION", help="e.g. network (default: all)")
     memory_cli.add_parser(sub)
     voice_cli.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 
@@ -112,7 +114,8 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
         m["granted"] = sorted(p.value for p in d.permissions if p not in policy.missing(d))
     if args.json:
         broken = [{"name": b.name, "target": b.target, "error": b.error} for b in registry.broken]
-        print(json.dumps({"devices": manifests, "broken": broken}, indent=2, ensure_ascii=False))
+        refused = [{"device": r.device, "call": r.call, "reason": r.reason} for r in registry.refused.values()]
+        print(json.dumps({"devices": manifests, "broken": broken, "refused": refused}, indent=2, ensure_ascii=False))
         return EXIT_OK
     for m in manifests:
         perms = ", ".join(f"{p} ({'granted' if p in m['granted'] else 'not granted'})"
@@ -124,6 +127,8 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
                 f"{k}: {v.get('type', 'any')}" for k, v in c["parameters"]["properties"].items()
             )
             print(f"  - {c['name']}({params})  {c['description']}")
+    for r in registry.refused.values():
+        print(f"! refused {r}")
     for b in registry.broken:
         print(f"! {b.name} ({b.target}) failed to load: {b.error}")
     return EXIT_OK
@@ -298,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "doctor":  # before the config loads: a broken one is among what it reports
+            return doctor.run(args, lambda: _config(args))
         config = _config(args)
         if config.backend == "llamacpp":  # before anything loads llama.cpp's libraries
             from llmos.kernel.backends import engine, model_path

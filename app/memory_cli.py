@@ -1,6 +1,7 @@
 """`llmos memory`: the long-term memory store on the command line (no model is loaded).
 
-    llmos memory add PATH...              ingest .txt/.md/.html/.pdf files or folders (a progress bar on a TTY)
+    llmos memory add PATH...              ingest files or folders (a progress bar on a TTY)
+    llmos memory add --watch DIR...       ingest, then keep the folders in sync until Ctrl-C
     llmos memory search QUERY [-k N] [--json] [--in memories|documents|all]
     llmos memory forget ID
     llmos memory stats [--json]
@@ -31,8 +32,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Add `memory` and its subcommands to the `llmos` parser's subparsers."""
     memory = sub.add_parser("memory", help="long-term memory: add files, search, forget, stats")
     msub = memory.add_subparsers(dest="memory_command", metavar="{add,search,forget,stats,ram,reindex}")
-    add = msub.add_parser("add", help="ingest .txt, .md, .html and .pdf files (or folders)")
-    add.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    add = msub.add_parser("add", help="ingest documents: any text file, HTML, PDF, .docx, .odt, .epub, .eml, "
+                                      "or folders of them")
+    add.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked, honouring .gitignore)")
+    add.add_argument("--watch", action="store_true",
+                     help="keep the folders in sync: ingest new and changed files, forget deleted ones, until Ctrl-C")
+    add.add_argument("--interval", type=float, default=2.0, metavar="S",
+                     help="with --watch: seconds between scans (default 2)")
     search = msub.add_parser("search", help="hybrid (vector + keyword) search")
     search.add_argument("query", help="what to look for")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
@@ -176,22 +182,59 @@ def _add(args: argparse.Namespace, store: Any, config: Config) -> int:
         line = progress_line(p, time.perf_counter() - begun)
         print(f"\r\033[K{line}", end="\n" if p.done else "", file=sys.stderr, flush=True)
 
+    if args.watch:
+        return _watch(args, store, config, progress)
     report = ingest(args.paths, store, progress=progress, errors="skip")
-    if report.files:
-        journal = _journal(config)
-        try:
-            for source, chunks in report.files.items():
-                path = Path(source)
-                journal.record_ingest(str(path.resolve()), path.suffix.lower().lstrip("."), chunks,
-                                      path.stat().st_size)
-        finally:
-            journal.close()
-    for path, message in report.errors.items():
+    _journal_ingests(config, report.files)
+    for message in [*report.skipped.values(), *report.errors.values()]:
         print(f"llmos: skipped {message}", file=sys.stderr)
     rate = report.chunks / report.seconds if report.seconds > 0 else 0.0
-    print(f"added {report.chunks} chunks from {len(report.files)} file(s) in {report.seconds:.1f} s "
+    same = f", {len(report.unchanged)} unchanged" if report.unchanged else ""
+    print(f"added {report.chunks} chunks from {len(report.files)} file(s){same} in {report.seconds:.1f} s "
           f"({rate:.0f} chunks/s)", file=sys.stderr)
     return EXIT_ERROR if report.errors else EXIT_OK
+
+
+def _journal_ingests(config: Config, files: dict[str, int]) -> None:
+    """The journal keeps each ingested file, so that `llmos memory reindex` can read it again."""
+    if not files:
+        return
+    journal = _journal(config)
+    try:
+        for source, chunks in files.items():
+            path = Path(source)
+            journal.record_ingest(str(path.resolve()), path.suffix.lower().lstrip("."), chunks, path.stat().st_size)
+    finally:
+        journal.close()
+
+
+def _watch(args: argparse.Namespace, store: Any, config: Config, progress: Any) -> int:
+    """Scan, report each change in one line, and scan again until SIGINT or SIGTERM."""
+    import signal
+    import threading
+
+    from llmos.memory.watch import FolderWatch, WatchChanges
+
+    watch = FolderWatch(store, args.paths, progress)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def report(changes: WatchChanges) -> None:
+        _journal_ingests(config, {**changes.added, **changes.updated})
+        for verb, files in (("added", changes.added), ("updated", changes.updated)):
+            for source, chunks in files.items():
+                print(f"{verb} {source} ({chunks} chunks)", file=sys.stderr, flush=True)
+        for source in changes.removed:
+            print(f"removed {source}", file=sys.stderr, flush=True)
+        for message in changes.skipped.values():
+            print(f"llmos: skipped {message}", file=sys.stderr, flush=True)
+
+    print(f"watching {', '.join(str(f) for f in watch.folders)} (every {args.interval:g} s; Ctrl-C stops)",
+          file=sys.stderr, flush=True)
+    watch.run(stop, args.interval, report)
+    print("stopped watching", file=sys.stderr)
+    return EXIT_OK
 
 
 # --- ram: what a process's context window holds ----------------------------------------------

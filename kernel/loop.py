@@ -103,6 +103,7 @@ class Kernel:
         self._ready = threading.Event()
         self._running: Process | None = None
         self._boot = boot_messages(registry)
+        self._calibration_store = calibration_store
         self._svc = TurnServices(backend, registry, self.dispatcher, self.bus.emit, self.options,
                                  make_calibration(registry, calibration_store), pager)
         self.load_error: str | None = None
@@ -227,6 +228,7 @@ class Kernel:
             self.load_error = str(exc)
             self.bus.emit(events.BackendFailed(self.backend.name, self.backend.model, str(exc)))
         else:
+            self._verify_grammars()
             if self.backend.supports_scoring and self._svc.calibration is not None:
                 # the decision baseline, once, so the first turn does not pay for it
                 names = [name for name, _ in self.registry.calls()]
@@ -236,6 +238,16 @@ class Kernel:
                     log.warning("decision calibration failed: %s", exc)
             self.bus.emit(events.BackendReady(self.backend.name, self.backend.model, time.monotonic() - started))
         self._ready.set()
+
+    def _verify_grammars(self) -> None:
+        """Every call's grammar compiled once in the engine itself, before the kernel is ready:
+        a call it refuses leaves the prompt (the calibration follows); the others go on."""
+        compile_grammar = getattr(self.backend, "compile_grammar", None)
+        if compile_grammar is None or not self.registry.verify_grammars(compile_grammar):
+            return
+        self._boot = boot_messages(self.registry)
+        if self._svc.calibration is not None:
+            self._svc.calibration = make_calibration(self.registry, self._calibration_store)
 
     def _step(self) -> None:
         # Phase 1: take requests; block only when there is nothing to run.

@@ -16,6 +16,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import platformdirs
 
@@ -127,3 +128,96 @@ def is_installed(dest: Path | None = None) -> bool:
     """True when the default model is in place with the right size (the sha256 was checked on assembly)."""
     dest = dest or default_model_path()
     return dest.is_file() and dest.stat().st_size == DEFAULT_MODEL_SIZE
+
+
+# --- GGUF metadata ------------------------------------------------------------------------------
+
+# GGUF value types: fixed-size scalars by struct format; 8 is a string, 9 an array
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class GGUFArray:
+    """An array value of the metadata, not read: its element type and length."""
+
+    element_type: int
+    count: int
+
+
+def _gguf_read(fh: BinaryIO, fmt: str, p: Path) -> Any:
+    size = struct.calcsize(fmt)
+    data = fh.read(size)
+    if len(data) != size:
+        raise ModelFileError(f"GGUF metadata ends early: {p}")
+    return struct.unpack(fmt, data)[0]
+
+
+def _gguf_string(fh: BinaryIO, p: Path, keep: bool = True) -> str:
+    length = _gguf_read(fh, "<Q", p)
+    if length > 1 << 26:
+        raise ModelFileError(f"corrupt GGUF metadata (a {length}-byte string): {p}")
+    if not keep:
+        fh.seek(length, os.SEEK_CUR)
+        return ""
+    data = fh.read(length)
+    if len(data) != length:
+        raise ModelFileError(f"GGUF metadata ends early: {p}")
+    return data.decode("utf-8", "replace")
+
+
+def _gguf_value(fh: BinaryIO, kind: int, p: Path) -> Any:
+    if kind in _GGUF_SCALARS:
+        return _gguf_read(fh, _GGUF_SCALARS[kind], p)
+    if kind == _GGUF_STRING:
+        return _gguf_string(fh, p)
+    if kind == _GGUF_ARRAY:  # skipped (the vocabulary, merges, ...): its length stands for it
+        element, count = _gguf_read(fh, "<I", p), _gguf_read(fh, "<Q", p)
+        if element in _GGUF_SCALARS:
+            fh.seek(count * struct.calcsize(_GGUF_SCALARS[element]), os.SEEK_CUR)
+        elif element == _GGUF_STRING:
+            for _ in range(count):
+                _gguf_string(fh, p, keep=False)
+        else:
+            raise ModelFileError(f"corrupt GGUF metadata (an array of type {element}): {p}")
+        return GGUFArray(element, count)
+    raise ModelFileError(f"corrupt GGUF metadata (value type {kind}): {p}")
+
+
+def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The key/value metadata of a GGUF file (arrays as :class:`GGUFArray`), read without llama.cpp.
+
+    Raises :class:`ModelFileError` (one line) for a file :func:`check_gguf` refuses or whose
+    metadata is cut short or malformed."""
+    p = Path(path)
+    header = check_gguf(p)
+    values: dict[str, Any] = {}
+    with p.open("rb") as fh:
+        fh.seek(24)
+        for _ in range(header.metadata_count):
+            key = _gguf_string(fh, p)
+            values[key] = _gguf_value(fh, _gguf_read(fh, "<I", p), p)
+    return values
+
+
+# Markers of the chat formats llama.cpp knows, in the order they are tested; llmos prompts in ChatML.
+CHAT_TEMPLATE_MARKERS = (
+    ("chatml", "<|im_start|>"),
+    ("llama3", "<|start_header_id|>"),
+    ("gemma", "<start_of_turn>"),
+    ("phi3", "<|assistant|>"),
+    ("deepseek", "<｜Assistant｜>"),
+    ("mistral", "[INST]"),
+    ("command-r", "<|START_OF_TURN_TOKEN|>"),
+)
+
+
+def chat_template_family(template: str) -> str | None:
+    """The chat format a GGUF's ``tokenizer.chat_template`` writes (``"chatml"``, ...), None if unknown."""
+    return next((family for family, marker in CHAT_TEMPLATE_MARKERS if marker in template), None)
+
+
+def context_length(metadata: dict[str, Any]) -> int | None:
+    """The context length the model was trained for (``<architecture>.context_length``), if given."""
+    value = metadata.get(f"{metadata.get('general.architecture', '')}.context_length")
+    return int(value) if isinstance(value, int) and value > 0 else None

@@ -1,15 +1,21 @@
-"""The device registry: which devices the kernel has, found through one entry-point group."""
+"""The device registry: which devices the kernel has, found through one entry-point group.
+
+Every call's arguments must have a grammar llama.cpp accepts (:mod:`.syscalls.grammar`): a call
+whose schema cannot have one is refused when its device is registered (``refused``, one line
+each, shown by ``llmos devices``) and left out of the prompt; the device's other calls work.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from collections.abc import Callable
 from importlib.metadata import entry_points
-
 from pathlib import Path
 from typing import Any
 
 from .devices import Call, Device, DeviceContext
+from .syscalls.grammar import GrammarError, check_call
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,18 @@ class BrokenPlugin:
     error: str
 
 
+@dataclass(frozen=True)
+class RefusedCall:
+    """A call the model cannot make: its arguments have no grammar llama.cpp accepts."""
+
+    device: str
+    call: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"device {self.device}, call {self.call}: {self.reason}"
+
+
 class UnknownCall(LookupError):
     pass
 
@@ -33,6 +51,8 @@ class DeviceRegistry:
     def __init__(self) -> None:
         self._devices: dict[str, Device] = {}
         self.broken: list[BrokenPlugin] = []
+        self.refused: dict[str, RefusedCall] = {}  # "device.call" -> why
+        self._grammars: dict[str, str] = {}  # "device.call" -> its GBNF, checked in Python
 
     @classmethod
     def from_entry_points(cls, group: str = ENTRY_POINT_GROUP) -> "DeviceRegistry":
@@ -58,13 +78,45 @@ class DeviceRegistry:
                 device.start(context)
             except Exception as exc:
                 log.warning("device %s failed to start: %s", device.name, exc)
-                del self._devices[device.name]
+                self.unregister(device.name)
                 self.broken.append(BrokenPlugin(device.name, f"{device.name} (start)", f"{type(exc).__name__}: {exc}"))
 
     def register(self, device: Device) -> None:
+        """Add ``device``; each call whose schema has no grammar llama.cpp accepts is refused."""
         if device.name in self._devices:
             raise ValueError(f"a device named {device.name!r} is already registered")
+        for call in device.calls.values():
+            name = f"{device.name}.{call.name}"
+            try:
+                self._grammars[name] = check_call(device.name, call.name, call.parameters)
+            except GrammarError as exc:
+                self._refuse(exc)
         self._devices[device.name] = device
+
+    def unregister(self, name: str) -> None:
+        self._devices.pop(name, None)
+        for table in (self.refused, self._grammars):
+            for key in [k for k in table if k.partition(".")[0] == name]:
+                del table[key]
+
+    def _refuse(self, error: GrammarError) -> None:
+        refused = RefusedCall(error.device, error.call, error.reason)
+        log.warning("refused %s", refused)
+        self.refused[f"{error.device}.{error.call}"] = refused
+        self._grammars.pop(f"{error.device}.{error.call}", None)
+
+    def verify_grammars(self, compile_grammar: Callable[[str], None]) -> list[RefusedCall]:
+        """Compile every call's grammar in the engine itself (``compile_grammar`` raises
+        GrammarError); refuse the calls it does not take. Returns the newly refused."""
+        refused = []
+        for name, grammar in list(self._grammars.items()):
+            device, _, call = name.partition(".")
+            try:
+                compile_grammar(grammar)
+            except GrammarError as exc:
+                self._refuse(exc.at(device, call))
+                refused.append(self.refused[name])
+        return refused
 
     def devices(self) -> list[Device]:
         return list(self._devices.values())
@@ -84,7 +136,12 @@ class DeviceRegistry:
         if call_name not in device.calls:
             known = ", ".join(f"{device.name}.{c}" for c in device.calls)
             raise UnknownCall(f"device {device.name!r} has no call {call_name!r} (it has {known})")
+        refused = self.refused.get(f"{device.name}.{call_name}")
+        if refused is not None:
+            raise UnknownCall(f"{refused} (the call is refused)")
         return device, device.calls[call_name]
 
     def calls(self) -> list[tuple[str, Call]]:
-        return [(f"{d.name}.{c.name}", c) for d in self._devices.values() for c in d.calls.values()]
+        """Every call the model may make (refused calls are left out)."""
+        return [(f"{d.name}.{c.name}", c) for d in self._devices.values() for c in d.calls.values()
+                if f"{d.name}.{c.name}" not in self.refused]

@@ -24,6 +24,7 @@ from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, 
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
+from .syscalls.grammar import GrammarError
 from .syscalls.protocol import (
     NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
 )
@@ -205,13 +206,19 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
             yield Yield.SLICE
             if decision.call is not None:
-                _, call = svc.registry.resolve(decision.call)
-                raw, _ = yield from _generate(
-                    svc, proc, f"{prompt}{CALL_PREFIX} {decision.call} ",
-                    max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
-                )
-                arguments, error = parse_arguments(raw)
-                parsed = ParsedCall(decision.call, arguments, error)
+                device, call = svc.registry.resolve(decision.call)
+                try:
+                    raw, _ = yield from _generate(
+                        svc, proc, f"{prompt}{CALL_PREFIX} {decision.call} ",
+                        max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
+                    )
+                except GrammarError as exc:  # the call's error, never the kernel's
+                    refusal = exc.at(device.name, call.name)
+                    log.warning("process %d: %s", proc.pid, refusal)
+                    parsed = ParsedCall(decision.call, {}, f"no grammar for its arguments: {refusal}")
+                else:
+                    arguments, error = parse_arguments(raw)
+                    parsed = ParsedCall(decision.call, arguments, error)
         elif may_call:
             # A backend that cannot score: let the model write freely and read what it wrote.
             raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)

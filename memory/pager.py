@@ -114,6 +114,12 @@ class DiskPager:
 
 
 def passage(hit: Any) -> str:
-    """A document chunk with the name of its file first: ``From the file trip.md: ...``."""
+    """A document chunk with its file and section first: ``From the file terms.md [Refunds]: ...``
+    (the chunk's own first line is that heading path: it is not said twice)."""
     name = Path(str(hit.metadata.get("source", "a document"))).name
-    return f"From the file {name}: {' '.join(hit.text.split())}"
+    section = str(hit.metadata.get("section", "") or "")
+    text = hit.text
+    if section and text.startswith(section + "\n\n"):
+        text = text[len(section) + 2:]
+    where = f" [{section}]" if section else ""
+    return f"From the file {name}{where}: {' '.join(text.split())}"

@@ -8,6 +8,8 @@ packages=(
   xvfb
   # voice: pyttsx3 speaks through espeak-ng; sounddevice needs PortAudio
   espeak-ng libportaudio2
+  # the python device's sandbox
+  bubblewrap
 )
 stamp=".venv/.llmos-system-deps"
 want="${packages[*]}"

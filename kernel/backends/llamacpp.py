@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..model_file import ModelFileError, check_gguf
+from ..syscalls.grammar import GrammarError, to_gbnf
 from . import engine
 from .base import BackendError, SamplingParams, ScoreTrie, StreamStats, SwitchInfo
 
@@ -115,6 +116,7 @@ class LlamaCppBackend:
 
         vocab = lc.llama_model_get_vocab(self._llm.model)
         self._is_eog = lambda tok: bool(lc.llama_vocab_is_eog(vocab, tok))
+        self._vocab = vocab
         self._lc = lc
 
     def _engine_path(self) -> engine.EnginePath:
@@ -247,14 +249,26 @@ class LlamaCppBackend:
 
     # --- generation and scoring -------------------------------------------------------------
 
+    def compile_grammar(self, grammar: str) -> None:
+        """Compile a GBNF grammar in llama.cpp and free it; GrammarError if llama.cpp refuses it.
+
+        llama-cpp-python adds whatever ``llama_sampler_init_grammar`` returns to the sampler
+        chain, NULL included, and the first sample then segfaults: so the NULL is checked here.
+        """
+        lc = self._lc
+        sampler = lc.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            raise GrammarError("llama.cpp refused its grammar (its reason is on stderr)")
+        lc.llama_sampler_free(sampler)
+
     def open(self, pid: int, prompt: str, params: SamplingParams, json_schema: dict[str, Any] | None = None) -> "LocalStream":
         grammar = None
         if json_schema is not None:
-            import json
-
             from llama_cpp import LlamaGrammar
 
-            grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
+            text = to_gbnf(json_schema)  # GrammarError if llama.cpp's parser would refuse it
+            self.compile_grammar(text)  # and llama.cpp itself, before llama-cpp-python sees it
+            grammar = LlamaGrammar.from_string(text, verbose=False)
         return LocalStream(self, pid, self.tokenize(prompt), params, grammar)
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..syscalls.grammar import GrammarError, to_gbnf
 from .base import BackendError, SamplingParams, StreamStats, SwitchInfo
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,8 @@ def _cause(exc: BaseException) -> str:
 def _schema_fields(schema: dict[str, Any]) -> dict[str, Any]:
     """How to ask the server for output that follows ``schema``."""
     try:
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-        return {"grammar": json_schema_to_gbnf(json.dumps(schema))}
-    except Exception as exc:  # not installed, or a schema the converter does not handle
+        return {"grammar": to_gbnf(schema)}
+    except GrammarError as exc:  # a schema the converter does not handle, or llama.cpp would refuse
         log.info("sending json_schema instead of a grammar (%s)", _one_line(str(exc)))
         return {"json_schema": schema}
 

@@ -14,8 +14,7 @@ from typing import Any
 
 from ..devices import Call
 from ..process import Message
-
-MAX_STRING_LENGTH = 400
+from .grammar import bounded_schema
 
 # Conversations that show the model when not to call. Each device adds its own examples.
 # As many of these as there are calls keeps the model from calling out of habit.
@@ -61,24 +60,9 @@ def example_messages(calls: list[tuple[str, Call]]) -> list[Message]:
 
 
 def grammar_schema(parameters: dict[str, Any]) -> dict[str, Any]:
-    """The call's schema made safe for grammar-constrained generation.
-
-    llama.cpp's JSON grammar lets strings run on; every string gets a ``maxLength``.
-    """
-
-    def tighten(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: tighten(v) for k, v in node.items()}
-            if out.get("type") == "string" and "maxLength" not in out and "enum" not in out:
-                out["maxLength"] = MAX_STRING_LENGTH
-            return out
-        if isinstance(node, list):
-            return [tighten(v) for v in node]
-        return node
-
-    schema = tighten(parameters)
-    schema.pop("default", None)
-    return schema
+    """The call's schema made safe for grammar-constrained generation (:func:`.grammar.bounded_schema`:
+    strings and arrays bounded, what llama.cpp cannot take left to validation); GrammarError if none."""
+    return bounded_schema(parameters)
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
-"""The python device: run a Python snippet in a separate, resource-limited process.
+"""The python device: run a Python snippet in a sandbox, in a separate, resource-limited process.
 
 Each run gets a fresh temporary folder as its working directory (removed afterwards), limits on
 CPU time, memory, file size, open files and processes (``resource.setrlimit`` before ``exec``),
-a scrubbed environment without proxies, and a prelude that makes ``socket`` refuse to connect.
-
-This is containment against accidents (a runaway loop, a memory bomb, a stray download), NOT a
-security boundary: code that wants to can still reach the network through ``_socket``, read
-files the user can read, and so on. Only grant ``process`` to a model you would let type into
-a Python prompt on this machine.
+and a scrubbed environment. The process runs inside an OS-level sandbox (:mod:`.sandbox`,
+bubblewrap): no network at all (its own empty network namespace), a read-only view of the system,
+only its own folder writable, and no view of the user's home or llmos's data. Without a working
+sandbox the device refuses to run code, unless the config opts out with
+``[devices.python] sandbox = "off"`` (then only the limits and a Python-level socket block remain,
+which code that wants to can get around).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, Example
+from llmos.kernel.devices import Device, DeviceContext, Example
+
+from . import sandbox
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,20 @@ exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
 
 device = Device(
     "python",
-    version="1.0.0",
-    description="Run a short Python snippet in a separate, resource-limited process and return its output.",
+    version="1.1.0",
+    description="Run a short Python snippet in a sandboxed, resource-limited process and return its output.",
     permissions=["process"],
 )
+SANDBOX_MODES = ("required", "off")
+_mode = {"sandbox": "required"}
+
+
+@device.setup
+def _setup(context: DeviceContext) -> None:
+    mode = str(context.settings.get("sandbox", "required"))
+    if mode not in SANDBOX_MODES:
+        raise ValueError(f"[devices.python] sandbox = {mode!r}: use \"required\" or \"off\"")
+    _mode["sandbox"] = mode
 
 
 def _limits(cpu_s: int) -> None:
@@ -77,11 +89,11 @@ def _limits(cpu_s: int) -> None:
         resource.setrlimit(limit, (value, value))
 
 
-def _environment(home: Path) -> dict[str, str]:
+def _environment(home: Path, tmp_dir: str | None = None) -> dict[str, str]:
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": str(home),
-        "TMPDIR": str(home),
+        "TMPDIR": tmp_dir or str(home),
         "LANG": "C.UTF-8",
         "PYTHONIOENCODING": "utf-8",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -117,14 +129,18 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 def run(code: str, timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}] = 5.0) -> dict[str, Any]:
     """Run Python code in a fresh process and return its exit status, stdout and stderr.
 
-    The code runs in an empty temporary folder (deleted afterwards) with no network, 512 MB of
-    memory and a time limit. Print what you want to see.
+    The code runs in a sandbox, in an empty temporary folder (deleted afterwards), with no network,
+    512 MB of memory and a time limit. Print what you want to see.
 
     Args:
         code: The Python source to run, e.g. 'print(sum(range(10)))'.
         timeout_s: Seconds before the process is killed (at most 30).
     """
     timeout_s = min(float(timeout_s), MAX_TIMEOUT_S)
+    boxed = _mode["sandbox"] == "required"
+    if boxed and not (status := sandbox.sandbox_status()).available:
+        raise RuntimeError(f"python.run refuses to run code without a sandbox: {status.detail}; "
+                           "or set [devices.python] sandbox = \"off\" in the config")
     with tempfile.TemporaryDirectory(prefix="llmos-python-") as tmp:
         root = Path(tmp)
         work = root / "work"
@@ -133,10 +149,15 @@ def run(code: str, timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum"
         snippet.write_text(code, encoding="utf-8")
         cpu_s = math.ceil(timeout_s) + 1
         start = time.monotonic()
+        argv = [sys.executable, "-I", "-c", _PRELUDE]
+        if boxed:
+            argv = sandbox.command([*argv, sandbox.SNIPPET], root)
+            env = _environment(Path(sandbox.WORK), tmp_dir="/tmp")
+        else:
+            argv, env = [*argv, str(snippet)], _environment(work)
         with out_path.open("wb") as out, err_path.open("wb") as err:
             process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _PRELUDE, str(snippet)],
-                cwd=work, env=_environment(work), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 preexec_fn=lambda: _limits(cpu_s), start_new_session=True, close_fds=True,
             )
             timed_out = False

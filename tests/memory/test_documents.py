@@ -38,7 +38,7 @@ def test_the_pager_brings_document_passages_as_untrusted_with_their_file_named(t
     pager = DiskPager(documents(tmp_path))
     texts = pager.page_in("c1", "When does the ferry to Bergen leave?", 1000)
     passages = [t for t in texts if isinstance(t, Untrusted)]
-    assert passages and passages[0].value.startswith("From the file boat-trip.md: ")
+    assert passages and passages[0].value.startswith("From the file boat-trip.md [Boat trip]: The ferry")
     assert "07:40" in passages[0].value and passages[0].source == str(tmp_path / "boat-trip.md")
     own = [t for t in texts if isinstance(t, str)]
     assert own == ["the user gets seasick on ferries"]  # the OS's own memory stays plain text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -122,20 +123,27 @@ def test_permission_denied_without_the_process_grant(tmp_path: Path):
     assert not too_long.ok and "invalid arguments" in too_long.error
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie waiting for its reaper counts as gone)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
+def _running_with(token: str) -> list[int]:
+    """Host pids of live processes whose command line holds ``token`` (zombies count as gone)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rsplit(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if token in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
 
 
 def test_background_children_are_killed_with_the_snippet(call):
-    value = call("import subprocess\np = subprocess.Popen(['sleep', '60'])\nprint(p.pid)").value
+    token = f"{60 + os.getpid() % 1000 / 1000:.3f}"  # a sleep nobody else runs
+    value = call(f"import subprocess\np = subprocess.Popen(['sleep', '{token}'])\nprint(p.pid)").value
     assert value["exit_status"] == 0, value["stderr"]
-    pid = int(value["stdout"])
-    deadline = time.monotonic() + 5
-    while _alive(pid) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # the kernel reaps a killed process group asynchronously
+    while _running_with(f"sleep {token}") and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not _running_with(f"sleep {token}")
