@@ -12,6 +12,9 @@
   to the first event-loop turn with the window shown (median of runs; goal <= 1.5). The
   kernel (devices, journal, backend) is built behind the shown window; a bare PySide6 window
   launched in the same run is in the details (the floor on this machine).
+- ``shell_stop_ms``: from Stop (the Esc key's slot) while a scripted reply streams one word per
+  30 ms in a single long slice, to the window free again (median of runs; goal <= 250).
+  tests/app/test_window_shell.py checks that the reply stops within its slice, without a clock.
 
 Run alone: ``.venv/bin/python bench/run.py --only shell``.
 """
@@ -32,7 +35,7 @@ if TYPE_CHECKING:
     from run import BenchContext
 
 FIGURES = ("shell_stall_real_ms", "shell_stall_scripted_ms", "shell_launch_to_window_s",
-           "shell_stall_real_over_headless_ms", "shell_stall_scripted_over_headless_ms")
+           "shell_stall_real_over_headless_ms", "shell_stall_scripted_over_headless_ms", "shell_stop_ms")
 TICK_MS = 5
 
 LAUNCH = r"""
@@ -178,6 +181,32 @@ def _real(ctx: "BenchContext", app: Any) -> dict[str, Any]:
     return {"stall": run[0], "run": run, "baseline": baseline}
 
 
+def _stop_once(ctx: "BenchContext", app: Any) -> float:
+    """Stop a streaming reply from the window; ms until the window is free again."""
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.turn import TurnOptions
+
+    words = " ".join(f"word{i}" for i in range(400))
+    kernel = Kernel(ScriptedBackend([f"ANSWER: {words}"], delay_per_token=0.03), ctx.registry(),
+                    TurnOptions(slice_tokens=1000)).start()  # one slice would be the whole answer
+    window = _window(app, kernel)
+    try:
+        longest_gap_ms(app, lambda: window.pid is not None, 60.0)
+        window.input.setPlainText("Talk for a long time")
+        window.send()
+        longest_gap_ms(app, lambda: "word3" in window.view.plain_text(), 60.0)
+        started = time.perf_counter()
+        window.stop()
+        longest_gap_ms(app, lambda: not window.busy, 60.0)
+        if window.busy:
+            raise RuntimeError("the window was still busy 60 s after Stop")
+        return 1000 * (time.perf_counter() - started)
+    finally:
+        window.close()
+        kernel.shutdown(timeout=10.0)
+
+
 def _launch_once(script: str = LAUNCH) -> float:
     with tempfile.TemporaryDirectory(prefix="llmos-bench-launch-") as data:
         env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "LLMOS_DATA_DIR": data,
@@ -231,6 +260,12 @@ def run(ctx: "BenchContext") -> list[dict[str, Any]]:
         figures.append({"name": "shell_stall_real_over_headless_ms",
                         "value": round(stall - real["baseline"], 1), "unit": "ms", "goal": "<= 50",
                         "detail": "what the window adds to the longest stall (window run less headless run)"})
+    if ctx.wants("shell_stop_ms"):
+        ctx.log("shell: stopping a streaming reply")
+        stops = [_stop_once(ctx, app) for _ in range(ctx.reps(5, 2))]
+        figures.append({"name": "shell_stop_ms", "value": round(statistics.median(stops), 1), "unit": "ms",
+                        "goal": "<= 250", "detail": f"median of {len(stops)}: {[round(t, 1) for t in stops]}; "
+                                                    "a scripted word per 30 ms, one slice for the whole reply"})
     if ctx.wants("shell_launch_to_window_s"):
         ctx.log("shell: launching `llmos gui` to the window shown")
         times, bare = [], []

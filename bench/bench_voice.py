@@ -14,6 +14,10 @@ Figures (``make bench ARGS='--only voice'``):
   waited for: whisper starts at the user's pause, before the end of speech), the kernel's first token.
 - ``barge_in_ms``: from the start of the user's speech over a spoken answer to playback stopped
   (median).
+- ``playback_stop_ms``: from ``Player.stop()`` being called mid-clip to the player having stopped
+  (median of clips into a real-time sink; goal <= 100, one 20 ms block plus the sink's buffer).
+  The detail has the worst case and how much audio was still written after the stop was asked.
+  tests/peripherals/test_playback.py checks that it stops, without a clock.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 FIGURES = ("stt_rtf_tiny_en", "stt_rtf_tiny_en_full_window", "stt_rtf_base", "stt_short_window_speedup",
-           "voice_first_audio_s", "barge_in_ms")
+           "voice_first_audio_s", "barge_in_ms", "playback_stop_ms")
 
 SENTENCES = [
     "what is seventeen times twenty four",
@@ -85,6 +89,39 @@ def _stt_figures(ctx: Any, folder: Path) -> list[dict[str, Any]]:
                     "unit": "x", "goal": ">= 2",
                     "detail": "tiny.en: whisper's 30 s window over the utterance-sized window, same clips, same run"})
     return out
+
+
+def _playback_figures(ctx: Any) -> list[dict[str, Any]]:
+    from llmos.peripherals.audio import Audio
+    from llmos.peripherals.playback import Player, RecordingSink
+
+    rate = 22_050
+    t = np.arange(rate * 2) / rate
+    clip = Audio((0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate)
+    latencies, after = [], []
+    for _ in range(ctx.reps(10, 3)):
+        sink = RecordingSink(rate, realtime=True)
+        player = Player(sink)
+        try:
+            player.enqueue(clip)
+            player.enqueue(clip)  # queued: dropped by the stop
+            deadline = time.monotonic() + 30
+            while sink.audio().seconds < 0.5 and time.monotonic() < deadline:
+                time.sleep(0.005)
+            heard = sink.audio().seconds
+            asked = time.monotonic()
+            player.stop()
+            latencies.append(1000 * (player.stopped_at - asked))
+            player.wait_idle(30)
+            after.append(1000 * (sink.audio().seconds - heard))
+        finally:
+            player.close()
+    value = statistics.median(latencies)
+    ctx.log(f"voice: playback_stop_ms = {value:.1f}")
+    return [{"name": "playback_stop_ms", "value": round(value, 2), "unit": "ms", "goal": "<= 100",
+             "detail": f"median of {len(latencies)}, worst {max(latencies):.1f} ms; audio written after the "
+                       f"stop was asked: median {statistics.median(after):.0f} ms, worst {max(after):.0f} ms "
+                       f"(20 ms blocks, real-time sink)"}]
 
 
 class _Events:
@@ -179,7 +216,8 @@ def _loop_figures(ctx: Any, folder: Path) -> list[dict[str, Any]]:
 
 def run(ctx: Any) -> list[dict[str, Any]]:
     folder = Path(tempfile.mkdtemp(prefix="llmos-bench-voice-"))
-    figures = _stt_figures(ctx, folder)
+    figures = _playback_figures(ctx) if ctx.wants("playback_stop_ms") else []
+    figures += _stt_figures(ctx, folder)
     if ctx.wants("voice_first_audio_s") or ctx.wants("barge_in_ms"):
         figures += _loop_figures(ctx, folder)
     return figures

@@ -30,6 +30,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -182,8 +183,9 @@ class _Streaming:
 class Journal:
     """Conversations, messages and system calls in ``path`` (created with its folder if missing)."""
 
-    def __init__(self, path: str | Path, *, check: bool = True) -> None:
+    def __init__(self, path: str | Path, *, check: bool = True, clock: Callable[[], str] = _now) -> None:
         self.path = Path(path)
+        self._clock = clock  # the time written on each change (UTC ISO 8601); tests give their own
         self._lock = threading.Lock()
         self._conversations: dict[int, str] = {}  # pid -> conversation, for SyscallFinished
         self._processes: dict[int, int] = {}  # pid -> row of the processes table (this kernel's run)
@@ -306,7 +308,7 @@ class Journal:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    value = work(_now())
+                    value = work(self._clock())
                     self._db.execute("COMMIT")
                     return value
                 except BaseException:

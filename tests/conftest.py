@@ -41,28 +41,39 @@ def model_path() -> Path:
 @pytest.fixture(scope="session")
 def real_backend(model_path: Path) -> Iterator[object]:
     """The embedded GGUF through llama-cpp-python, loaded once for the whole run."""
+    from llmos.kernel.backends.base import BackendError
     from llmos.kernel.backends.llamacpp import LlamaCppBackend, LlamaOptions
 
+    from tests.kernels import shut_down_kernels_on
+
     backend = LlamaCppBackend(LlamaOptions(model_path, n_ctx=8192))
-    backend.load()
-    yield backend
-    backend.close()
+    try:
+        backend.load()
+    except BackendError as exc:
+        pytest.fail(f"the embedded model did not load: {exc}", pytrace=False)
+    try:
+        yield backend
+    finally:
+        # a kernel thread still decoding when the model is closed crashes the process
+        leaked = shut_down_kernels_on(backend)
+        if leaked:
+            import warnings
+
+            warnings.warn(f"{leaked} kernel(s) on the real model were left running by a test; shut down")
+        backend.close()
 
 
 @pytest.fixture()
 def real_kernel(real_backend) -> Iterator[object]:
-    """A started kernel with the built-in devices on the shared real model."""
+    """A started kernel with the built-in devices on the shared real model: ready, or the test
+    fails with one line; shut down (its thread joined) whatever the test does."""
     from llmos.kernel.loop import Kernel
     from llmos.kernel.registry import DeviceRegistry
 
-    kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
-    try:
-        kernel.wait_ready(60)
-    except BaseException:  # still calibrating: wait for its thread to leave the shared model
-        kernel.shutdown(close_backend=False)
-        raise
-    yield kernel
-    kernel.shutdown(close_backend=False)
+    from tests.kernels import started
+
+    with started(Kernel(real_backend, DeviceRegistry.from_entry_points())) as kernel:
+        yield kernel
 
 
 @pytest.fixture()

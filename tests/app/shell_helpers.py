@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from PySide6.QtCore import Qt
 from llmos.app.boot import attach_journal
 from llmos.app.dialogs import DialogService
 from llmos.app.window import ChatWindow
+from llmos.kernel.backends.scripted import ScriptedBackend
 from llmos.kernel.devices import SAVED_FILE, Device, DeviceError, Untrusted
 from llmos.kernel.loop import Kernel
 from llmos.kernel.registry import DeviceRegistry
@@ -18,6 +20,22 @@ from llmos.kernel.syscalls.dispatch import GrantPolicy
 from llmos.kernel.turn import TurnOptions
 
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "artifacts" / "screenshots"
+
+
+class GatedLoadBackend(ScriptedBackend):
+    """A scripted model whose load lasts until the test calls ``finish_loading()`` (at most 30 s):
+    the window is looked at while it loads, however fast this machine is."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._loading = threading.Event()
+
+    def finish_loading(self) -> None:
+        self._loading.set()
+
+    def load(self) -> None:
+        self._loading.wait(30)
+        super().load()
 
 
 @dataclass

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("PySide6")
+from tests.needs import installed
+
+installed("PySide6")
 
 pytestmark = pytest.mark.gui
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("PySide6")
+from tests.needs import installed
+
+installed("PySide6")
 
 from llmos.app.voice import VoiceLoop  # noqa: E402
 from llmos.kernel import events  # noqa: E402

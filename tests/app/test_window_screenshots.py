@@ -6,13 +6,14 @@ picture is not blank and shows what the state is about.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-pytest.importorskip("PySide6")
+from tests.needs import installed
+
+installed("PySide6")
 
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
@@ -25,7 +26,7 @@ from llmos.kernel.config import Config  # noqa: E402
 from llmos.kernel.syscalls.dispatch import GrantPolicy  # noqa: E402
 
 from .shell_helpers import (  # noqa: E402
-    SCREENSHOTS, Shell, registry_with, send, text_of, untrusted_and_writer_devices, wait_idle,
+    SCREENSHOTS, GatedLoadBackend, Shell, registry_with, send, text_of, untrusted_and_writer_devices, wait_idle,
 )
 
 pytestmark = pytest.mark.gui
@@ -33,12 +34,6 @@ pytestmark = pytest.mark.gui
 STORY = ("ANSWER: Here is a plan for **Saturday**:\n\n1. Walk to the market\n2. Cook *risotto*\n"
          "3. Read in the park\n\n| time | what |\n|---|---|\n| 09:00 | market |\n| 12:30 | lunch |\n\n"
          "```python\ntotal = 12.5 * 3\nprint(total)\n```")
-
-
-class SlowLoadBackend(ScriptedBackend):
-    def load(self) -> None:
-        time.sleep(1.5)
-        super().load()
 
 
 @pytest.fixture()
@@ -90,7 +85,9 @@ def busy_conversation(qtbot, shell: Shell, dark: bool, qapp):
     card = next(w for w in window.view.items if isinstance(w, SyscallCard))
     card.set_expanded(True)
     window.input.setPlainText("And on Sunday?")
-    qtbot.wait(120)
+    # what the picture must show, waited for: the sidebar's two conversations, the branch switcher
+    qtbot.waitUntil(lambda: len(window.sidebar.titles()) == 2
+                    and window.view.bubbles()[-1].branch_label.text() == "1/2", timeout=5000)
     return window
 
 
@@ -106,12 +103,16 @@ def test_screenshot_conversation(qtbot, shell: Shell, qapp, dark: bool) -> None:
 
 
 def test_screenshot_loading_and_typing(qtbot, shell: Shell) -> None:
-    window = shell.open(SlowLoadBackend(["ANSWER: ready"]), start=False)
+    backend = GatedLoadBackend(["ANSWER: ready"])
+    window = shell.open(backend, start=False)
     window.kernel.start()
-    window.resize(1000, 640)
-    window.input.setPlainText("Typed while the model loads…")
-    assert window.status_label.text().startswith("Loading model") and window.progress.isVisible()
-    shoot(window, "loading")
+    try:
+        window.resize(1000, 640)
+        window.input.setPlainText("Typed while the model loads…")
+        assert window.status_label.text().startswith("Loading model") and window.progress.isVisible()
+        shoot(window, "loading")
+    finally:
+        backend.finish_loading()
 
 
 def test_screenshot_model_failed(qtbot, shell: Shell) -> None:
@@ -129,7 +130,7 @@ def test_screenshot_consent_dialog(qtbot, shell: Shell) -> None:
     send(qtbot, window, "Read the page and note what it says")
     qtbot.waitUntil(lambda: window.dialogs.current is not None, timeout=5000)
     dialog = window.dialogs.current
-    qtbot.wait(50)
+    qtbot.waitExposed(dialog)
     shoot(dialog, "consent_dialog")
     shoot(window, "consent_waiting")
     dialog.no_button.click()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from typing import Literal
 
 import jsonschema
@@ -296,10 +296,20 @@ def test_consent_that_comes_after_the_deadline_does_not_run_the_call(monkeypatch
     web, shell = _tainting_pair()
     shell.calls["run"].timeout_s = 0.1
     d = _dispatcher(shell, grant_all=True)
-    d.consent = lambda req: time.sleep(0.6) or True  # the user says yes, too late
+    timed_out, asked_on = threading.Event(), []
+
+    def consent(request) -> bool:  # the user says yes, after the caller has heard the call timed out
+        asked_on.append(threading.current_thread())
+        assert timed_out.wait(30), "the call never timed out"
+        return True
+
+    d.consent = consent
     result = d.call_blocking("shell.run", {"command": "ls"}, tainted=True)
-    time.sleep(0.7)
-    assert not result.ok and shell.ran == []  # type: ignore[attr-defined]
+    timed_out.set()
+    assert not result.ok and "did not answer within" in result.error
+    [worker] = asked_on
+    worker.join(30)  # the call's worker has heard the yes and is done with it
+    assert not worker.is_alive() and shell.ran == []  # type: ignore[attr-defined]
 
 
 def test_a_hostile_page_in_the_kernel_cannot_reach_a_new_host_without_consent():

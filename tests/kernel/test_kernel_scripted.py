@@ -14,6 +14,7 @@ from llmos.kernel.loop import Kernel, TurnError
 from llmos.kernel.process import Priority
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.turn import TurnOptions
+from tests.kernels import PauseAtToken
 
 
 def make_registry(*extra: Device) -> DeviceRegistry:
@@ -108,10 +109,12 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
         """Raise."""
         raise RuntimeError("kaput")
 
+    released = threading.Event()
+
     @flaky.call(timeout_s=1.0)
     def hang() -> str:
         """Hang."""
-        time.sleep(30)
+        released.wait(30)  # until the test is over
         return "never"
 
     backend = ScriptedBackend(scoring=False)
@@ -130,6 +133,7 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
     backend.enqueue("ANSWER: both failed")
     result = slow.result(5)
     kernel.shutdown()
+    released.set()
     assert "RuntimeError: kaput" in result.syscalls[0]["error"]
     assert "did not answer within 1 s" in result.syscalls[1]["error"]
     assert result.answer == "both failed"
@@ -137,32 +141,44 @@ def test_raising_and_hanging_devices_give_errors_and_the_kernel_keeps_serving():
 
 def test_stop_interrupts_a_reply_and_keeps_the_partial_answer():
     words = " ".join(f"w{i}" for i in range(400))
-    backend = ScriptedBackend([f"ANSWER: {words}"], delay_per_token=0.005)
+    backend = ScriptedBackend([f"ANSWER: {words}"])
     kernel = start(backend, slice_tokens=4)
     pid = kernel.spawn()
+    pause = PauseAtToken(pid, n=10)
+    kernel.bus.subscribe(pause)
     future = kernel.submit(pid, "talk")
-    time.sleep(0.2)
+    assert pause.reached.wait(5)
     kernel.stop(pid)
+    pause.resume.set()
     result = future.result(5)
     kernel.shutdown()
     assert result.stopped is True
-    assert 0 < len(result.answer.split()) < 400
+    assert result.answer.startswith("w0 w1") and len(result.answer.split()) < 400
+    assert result.timings["tokens"] in (10, 11)  # the turn checks for a stop after every token
 
 
 def test_voice_preempts_chat_at_a_slice_boundary(recorder):
     words = " ".join(f"c{i}" for i in range(300))
-    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"], delay_per_token=0.004)
+    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"])
     kernel = start(backend, slice_tokens=8)
     kernel.bus.subscribe(recorder)
-    chat = kernel.ask("long", Priority.CHAT)
-    time.sleep(0.15)
-    voice = kernel.ask("short", Priority.VOICE)
+    chat_pid, voice_pid = kernel.spawn("chat", Priority.CHAT), kernel.spawn("voice", Priority.VOICE)
+    pause = PauseAtToken(chat_pid)
+    kernel.bus.subscribe(pause)
+    chat = kernel.submit(chat_pid, "long")
+    assert pause.reached.wait(5)  # the chat reply is under way
+    voice = kernel.submit(voice_pid, "short")
+    pause.resume.set()
     voice_result = voice.result(10)
-    assert not chat.done(), "the voice turn finished while the chat reply was still running"
     chat_result = chat.result(10)
     kernel.shutdown()
     assert voice_result.answer == "voice reply"
     assert len(chat_result.answer.split()) == 300
+    finished = [e.pid for e in recorder.seen if isinstance(e, events.TurnFinished)]
+    assert finished == [voice_pid, chat_pid], "the voice turn did not finish while the chat reply was running"
+    chat_tokens = [i for i, e in enumerate(recorder.seen) if isinstance(e, events.Token) and e.pid == chat_pid]
+    voice_done = recorder.seen.index(next(e for e in recorder.seen if isinstance(e, events.TurnFinished)))
+    assert chat_tokens[0] < voice_done < chat_tokens[-1]  # in the middle of the chat reply
     preempted = [e for e in recorder.seen if isinstance(e, events.ProcessStateChanged) and e.reason == "preempted"]
     assert preempted and preempted[0].pid == chat_result.pid
 

@@ -41,11 +41,10 @@ def test_many_processes_many_turns_nothing_lost():
 
 @pytest.mark.model
 def test_a_long_conversation_on_the_real_model_keeps_its_turns(real_backend):
-    kernel = Kernel(real_backend, DeviceRegistry.from_entry_points(), TurnOptions(max_answer_tokens=16)).start()
-    try:
+    from tests.kernels import started
+
+    with started(Kernel(real_backend, DeviceRegistry.from_entry_points(), TurnOptions(max_answer_tokens=16))) as kernel:
         pid = kernel.spawn()
         answers = [kernel.submit(pid, f"Say the number {n}.").result(300).answer for n in range(12)]
-    finally:
-        kernel.shutdown(close_backend=False)
     assert len(answers) == 12 and all(answers)
     assert sum(str(n) in a for n, a in enumerate(answers)) >= 8

@@ -82,6 +82,8 @@ def test_a_paged_in_passage_is_an_untrusted_result_and_taints_the_process(tmp_pa
 
 @pytest.mark.model
 def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_backend, tmp_path):
+    from tests.kernels import started
+
     store = documents(tmp_path)
     registry = DeviceRegistry.from_entry_points()
     registry.start(tmp_path)
@@ -89,14 +91,10 @@ def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_bac
     journal = attach_journal(kernel, tmp_path / "journal.sqlite3")
     paged: list[events.Paged] = []
     kernel.bus.subscribe(lambda e: paged.append(e) if isinstance(e, events.Paged) else None)
-    kernel.start()
-    try:
-        kernel.wait_ready(600)  # the load includes the decision calibration: slow on a busy machine
+    with started(kernel):
         pid = kernel.spawn("chat")
         result = kernel.submit(pid, "When does the ferry to Bergen leave?").result(900)
         cid = kernel.ram(pid).conversation
-    finally:
-        kernel.shutdown(close_backend=False)
     assert "07:40" in result.answer, result.answer  # from the document, not made up
     came_in = [e for e in paged if e.direction == "in"]
     assert came_in and any(s.startswith("From the file boat-trip.md:") for s in came_in[0].summaries)

@@ -395,31 +395,27 @@ def test_sigkill_mid_reply_loses_no_committed_message_and_keeps_the_partial_answ
 
 @pytest.mark.model
 def test_real_model_remembers_across_a_resume(real_backend, tmp_path):
+    from tests.kernels import started
+
     path = tmp_path / "journal.sqlite3"
     registry = DeviceRegistry.from_entry_points()
     kernel = Kernel(real_backend, registry)
     journal = attach_journal(kernel, path)
-    kernel.start()
-    kernel.wait_ready(60)
     try:
-        pid = kernel.spawn("chat")
-        kernel.submit(pid, "My name is Ada.").result(300)
-        kernel.submit(pid, "I live in Lisbon.").result(300)
-        cid = next(p["conversation"] for p in kernel.processes() if p["pid"] == pid)
+        with started(kernel):
+            pid = kernel.spawn("chat")
+            kernel.submit(pid, "My name is Ada.").result(300)
+            kernel.submit(pid, "I live in Lisbon.").result(300)
+            cid = next(p["conversation"] for p in kernel.processes() if p["pid"] == pid)
     finally:
-        kernel.shutdown(close_backend=False)
         journal.close()
 
     kernel = Kernel(real_backend, registry)
     journal = attach_journal(kernel, path)
-    kernel.start()
-    kernel.wait_ready(60)
-    try:
+    with started(kernel):
         history = journal.messages(cid)
         assert [m.content for m in history if m.role == "user"] == ["My name is Ada.", "I live in Lisbon."]
         pid = kernel.spawn("chat", history=history, conversation=cid)
         answer = kernel.submit(pid, "What is my name?").result(300).answer
-    finally:
-        kernel.shutdown(close_backend=False)
     assert "Ada" in answer, answer
     assert journal.conversations()[0]["messages"] == 6

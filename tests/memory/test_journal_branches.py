@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from llmos.kernel import events
 from llmos.kernel.process import Message
 from llmos.memory.journal import Journal
+
+
+class Clock:
+    """The journal's clock, one second later at every change: "latest" never rests on a race."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def __call__(self) -> str:
+        self.now += timedelta(seconds=1)
+        return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _conversation(journal: Journal, cid: str, *texts: tuple[str, str]) -> str:
@@ -17,7 +28,7 @@ def _conversation(journal: Journal, cid: str, *texts: tuple[str, str]) -> str:
 
 
 def test_a_branch_copies_the_first_messages_and_their_calls(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = Journal(tmp_path / "j.sqlite3", clock=Clock())
     assert "0003_conversation_branches" in [name for name, _ in journal.applied_migrations()]
     root = "a" * 32
     journal.observe(events.ProcessCreated(1, "chat", "chat", root))
@@ -32,16 +43,14 @@ def test_a_branch_copies_the_first_messages_and_their_calls(tmp_path: Path) -> N
     assert [c["result"] for c in journal.syscalls(branch)] == ["4"]
     assert journal.parent(branch) == root and journal.parent(root) is None
     assert journal.family(branch) == [root, branch] and journal.root(branch) == root
-    time.sleep(0.01)
     journal.append(branch, Message("user", "And 5+5?"))
     assert journal.latest_leaf(root) == branch
     assert journal.conversation(branch)["title"] == "What is 2+2?"
 
 
 def test_trees_search_rename_and_delete_act_on_whole_trees(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite3")
+    journal = Journal(tmp_path / "j.sqlite3", clock=Clock())
     one = _conversation(journal, "1" * 32, ("user", "Tell me about whales"), ("assistant", "Big."))
-    time.sleep(0.01)
     two = _conversation(journal, "2" * 32, ("user", "Capital of France?"), ("assistant", "Paris."))
     branch = journal.branch(one, 1)
     journal.append(branch, Message("assistant", "Blue whales are the largest animals."))

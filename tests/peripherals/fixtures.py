@@ -44,17 +44,14 @@ def whisper_stt():
 
 @pytest.fixture()
 def voice_kernel(real_backend):
-    """A started kernel with the installed devices on the shared real model, like ``real_kernel``
-    but patient: on a loaded 2-core machine the boot-prompt calibration can take minutes."""
+    """A started kernel with the installed devices on the shared real model, like ``real_kernel``."""
     from llmos.kernel.loop import Kernel
     from llmos.kernel.registry import DeviceRegistry
 
-    kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
-    try:
-        kernel.wait_ready(900)
+    from tests.kernels import started
+
+    with started(Kernel(real_backend, DeviceRegistry.from_entry_points())) as kernel:
         yield kernel
-    finally:
-        kernel.shutdown(close_backend=False)
 
 
 def trimmed(audio: Audio) -> Audio:

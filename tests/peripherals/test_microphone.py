@@ -22,7 +22,7 @@ def test_stream_source_keeps_real_time_and_plays_pushed_audio_after_silence():
     elapsed = time.monotonic() - started
     assert all(not f.any() for f in silent) and all(np.allclose(f, 0.5) for f in loud)
     assert abs(at - 0.2) < 1e-6
-    assert 0.2 <= elapsed < 0.5
+    assert elapsed >= 0.2  # it kept real time (an upper bound would measure this machine's load)
 
 
 def test_file_source_plays_the_file_then_silence_then_ends(spoken):

@@ -67,12 +67,13 @@ def device_kernel(real_backend, tmp_path: Path, calibration_file: Path) -> Itera
     from llmos.kernel.syscalls.dispatch import GrantPolicy
     from llmos.kernel.turn import TurnOptions
 
+    from tests.kernels import started
+
     registry = DeviceRegistry.from_entry_points()
     registry.start(tmp_path / "data")
     backend = RecordingBackend(real_backend)
     consent = ConsentLog()
     kernel = Kernel(backend, registry, TurnOptions(max_answer_tokens=64), policy=GrantPolicy(grant_all=True),
-                    consent=consent, calibration_store=calibration_file).start()
-    kernel.wait_ready(300)
-    yield DeviceKernel(kernel, backend, consent, tmp_path / "data")
-    kernel.shutdown(close_backend=False)
+                    consent=consent, calibration_store=calibration_file)
+    with started(kernel):
+        yield DeviceKernel(kernel, backend, consent, tmp_path / "data")

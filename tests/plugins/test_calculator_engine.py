@@ -37,10 +37,10 @@ def error(expression: str, **kwargs: float) -> str:
     return message
 
 
-def fast_error(expression: str, limit: float = 0.5) -> str:
-    start = time.monotonic()
+def fast_error(expression: str) -> str:
+    """Refused by the checks before any work, not by the timeout safety net ("took too long")."""
     message = error(expression)
-    assert time.monotonic() - start < limit, f"{expression[:40]!r} took too long to be refused"
+    assert message != "took too long", f"{expression[:40]!r} was computed until the timeout, not refused"
     return message
 
 
@@ -373,7 +373,7 @@ def test_engine_source_has_no_dynamic_code_execution() -> None:
     "0.5^(10^10)", "(10^5000)^3", "10^9999 * 10^9999", "2^33300",
 ])
 def test_huge_powers_are_refused_before_computing(expression: str) -> None:
-    assert fast_error(expression, limit=0.2).startswith("result too large (about ")
+    assert fast_error(expression).startswith("result too large (about ")
 
 
 def test_too_large_message_mentions_digits() -> None:
@@ -442,8 +442,5 @@ def test_timeout_is_a_safety_net() -> None:
 def test_all_hostile_inputs_are_quick() -> None:
     hostile = ["9**9**9**9", "10**10**10", "2**100000000", "factorial(10**6)", "10**-10**10",
                "1+" * 50000 + "1", "(" * 5000 + "1" + ")" * 5000, "((1+2)", "1+2)", "exp(10^6)"]
-    start = time.monotonic()
     for expression in hostile:
-        with pytest.raises(CalculatorError):
-            evaluate(expression)
-    assert time.monotonic() - start < 1.0
+        fast_error(expression)

@@ -10,7 +10,9 @@ import threading
 
 import pytest
 
-pytest.importorskip("mcp")
+from tests.needs import installed
+
+installed("mcp")
 
 from llmos.kernel.devices import Untrusted  # noqa: E402
 from llmos.kernel.registry import DeviceRegistry  # noqa: E402
@@ -24,7 +26,7 @@ TIME_SERVER = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--l
 
 @pytest.fixture(scope="module")
 def time_bridge():
-    pytest.importorskip("mcp_server_time")
+    installed("mcp_server_time")
     bridge = start_mcp({"Time Server": TIME_SERVER})
     yield bridge
     bridge.close()
@@ -120,7 +122,7 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 
 
 def test_fetch_server_reads_a_local_page(tmp_path):
-    pytest.importorskip("mcp_server_fetch")
+    installed("mcp_server_fetch")
     (tmp_path / "index.html").write_text(
         "<html><head><title>Llama page</title></head><body><h1>Hello from llmos</h1>"
         "<p>The llama count is 42.</p></body></html>")
@@ -195,7 +197,7 @@ server.run()
 
 
 def test_timeout_sanitised_names_and_tool_errors(tmp_path):
-    pytest.importorskip("mcp.server", reason="needs mcp 2.x (MCPServer)")
+    installed("mcp.server", attribute="MCPServer")  # mcp 2.x
     script = tmp_path / "slow_server.py"
     script.write_text(SLOW_SERVER)
     bridge = start_mcp({"slow": {"command": sys.executable, "args": [str(script)], "permissions": [],
