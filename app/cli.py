@@ -189,8 +189,9 @@ class _Printer:
 def _tty_consent(request: Any) -> bool:
     """Ask on the terminal whether a side-effect call after untrusted content may run."""
     args = json.dumps(request.arguments, ensure_ascii=False)
+    details = "".join(f"          {line}\n" for line in request.details())  # what would leave, to where
     print(f"\n[consent] {request.device}.{request.call} {args[:300]}\n"
-          f"          {request.reason}. Allow this call? [y/N] ", end="", file=sys.stderr, flush=True)
+          f"          {request.reason}.\n{details}          Allow this call? [y/N] ", end="", file=sys.stderr, flush=True)
     try:
         return input().strip().lower() in ("y", "yes")
     except EOFError:
