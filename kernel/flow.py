@@ -17,7 +17,7 @@ untrusted content itself contains (or the kernel's public text). A link that is 
 whole or word for word, passes; ``http://same.host/log?d=<a secret from the conversation>`` does
 not, because the secret is not on the page: that call needs the user's consent, and the question
 says which words would leave, where they came from and where they would go. A URL the user typed
-is the user's own request and passes too.
+is the user's own request and passes too, and its place does not count as a new destination.
 
 Words are compared case-insensitively, as whole words (runs of letters and digits); a word of 6
 characters or more also passes when the untrusted text contains it inside a longer word. This
@@ -39,7 +39,8 @@ from typing import Any
 
 from .process import Message
 
-__all__ = ["Label", "Labelled", "Leak", "Provenance", "leaks", "describe_leaks", "argument_words"]
+__all__ = ["Label", "Labelled", "Leak", "Provenance", "argument_words", "describe_leaks", "leaks",
+           "typed_destinations"]
 
 PRIVATE_DEVICES = ("memory.",)  # trusted results of these devices are the user's private data
 
@@ -215,6 +216,21 @@ def leaks(arguments: dict[str, Any], provenance: Provenance) -> list[Leak]:
         if words:
             origins = tuple(_origin_text(provenance.origin(w)) for w in words)
             found.append(Leak(path, value[:200], tuple(words), origins))
+    return found
+
+
+def typed_destinations(arguments: dict[str, Any], provenance: Provenance) -> set[str]:
+    """The places of the URLs in ``arguments`` that the user typed whole in their own messages:
+    going there is the user's request, not a new destination an injection chose."""
+    from .devices import destination
+
+    found = set()
+    for _, value in _strings(arguments):
+        if _URL_IN_TEXT.fullmatch(value.strip()) and provenance.verbatim(value, Label.USER):
+            try:
+                found.add(destination(value))
+            except ValueError:
+                pass
     return found
 
 

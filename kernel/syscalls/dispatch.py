@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema
 
 from ..devices import Call, Caller, Device, DeviceError, Permission, Untrusted, _CALLER
-from ..flow import Leak, Provenance, describe_leaks, leaks
+from ..flow import Leak, Provenance, describe_leaks, leaks, typed_destinations
 from ..grants import GrantStore
 from ..registry import DeviceRegistry, UnknownCall
 
@@ -284,7 +284,10 @@ class Dispatcher:
         new: tuple[str, ...] = ()
         leaving: list[Leak] = []
         if Permission.NETWORK in device.permissions:
-            new = tuple(d for d in destinations or [] if d not in (contacted or set()))
+            known = set(contacted or set())
+            if provenance is not None:  # an address the user typed whole is the user's request
+                known |= typed_destinations(arguments, provenance)
+            new = tuple(d for d in destinations or [] if d not in known)
             if destinations is None or new:
                 kinds.append(ConsentKind.NEW_DESTINATION)
                 what.append(f"it contacts {', '.join(new)}, which this conversation has not contacted before"

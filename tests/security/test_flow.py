@@ -119,3 +119,19 @@ def test_calls_that_contact_nothing_are_not_checked(tmp_path, shop):
     prov = Provenance.of(conversation("a page"))
     found = dispatcher.call_blocking("browser.find", {"text": SECRET}, tainted=True, provenance=prov)
     assert found.ok and asked == []
+
+
+def test_an_address_the_user_typed_is_not_a_new_destination(tmp_path, shop):
+    registry = DeviceRegistry()
+    registry.register(browser)
+    registry.start(tmp_path)
+    asked = Asked()
+    dispatcher = Dispatcher(registry, GrantPolicy(grant_all=True), asked)
+    prov = Provenance.of([Message("tool", "a document", call="memory.recall", trusted=False),
+                          Message("user", f"open {shop.base}/prices?week=49 for me")])
+    typed = dispatcher.call_blocking("browser.open", {"url": f"{shop.base}/prices?week=49"}, tainted=True,
+                                     contacted=set(), provenance=prov)
+    assert typed.ok and asked == []
+    other = dispatcher.call_blocking("browser.open", {"url": f"{shop.base}/archive/2026"}, tainted=True,
+                                     contacted=set(), provenance=prov)
+    assert not other.ok and [r.kinds for r in asked] == [(ConsentKind.NEW_DESTINATION, ConsentKind.DATA_FLOW)]
