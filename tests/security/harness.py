@@ -491,3 +491,45 @@ def run_benign(root: Path | None = None) -> list[BenignResult]:
             ok = check(w, result)
             results.append(BenignResult(name, ok, prompts, f"{[c['call'] for c in result.syscalls]}"))
     return results
+
+
+# --- the obedient model behind an OpenAI-compatible server (for `llmos --backend openai`) ---------
+
+
+class ObedientServer:
+    """``POST /v1/completions`` answered by :class:`ObedientModel` (streamed, one chunk), on loopback."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        model = ObedientModel()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _send(self, kind: str, data: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._send("application/json", json.dumps({"object": "list", "data": [{"id": "obedient"}]}).encode())
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                reply = model(str(body.get("prompt", "")))
+                events = [{"choices": [{"text": reply, "index": 0, "finish_reason": None}]},
+                          {"choices": [{"text": "", "index": 0, "finish_reason": "stop"}]}]
+                stream = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+                self._send("text/event-stream", stream.encode())
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
