@@ -9,7 +9,7 @@ loaded. :func:`defang` rewrites such an answer's Markdown before the window rend
   address as code text and its host named, so nothing is clickable and nothing is fetched;
 - a URL whose path or query carries words from the conversation (the user's messages) is flagged
   with the words it would carry;
-- raw HTML is shown as text.
+- e-mail addresses are code text (no mailto link); raw HTML is shown as text.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ _REFERENCE = re.compile(r"^[ ]{0,3}\[([^\]]+)\]:[ \t]*<?(\S+?)>?(?:[ \t]+[^\n]*)
 _AUTOLINK = re.compile(r"<((?:https?|ftp|mailto|file|data):[^>\s]*)>", re.IGNORECASE)
 _HTML_IMG = re.compile(r"<img\b[^>]*?\bsrc\s*=\s*[\"']?([^\"'\s>]+)[^>]*>", re.IGNORECASE)
 _BARE = re.compile(r"(?<![`\w/])((?:https?|ftp|file)://[^\s<>`)\]]+|www\.[^\s<>`)\]]+)", re.IGNORECASE)
+_EMAIL = re.compile(r"(?<![`\w.+-])([\w.+-]+@[\w-]+(?:\.[\w-]+)+)")  # the reader would make it a mailto link
 _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.DOTALL)
 
 
@@ -100,7 +101,7 @@ class _Defanger:
             if i % 2:
                 out.append(part)
             else:
-                part = _BARE.sub(self.bare, part)
+                part = _EMAIL.sub(lambda m: f"`{m.group(1)}`", _BARE.sub(self.bare, part))
                 out.append(part.replace("<", "&lt;"))  # raw HTML is text
         return "".join(out)
 

