@@ -63,8 +63,10 @@ def add_mcp_devices(registry: DeviceRegistry, config: Config) -> None:
     if not servers:
         return
     from llmos.plugins.mcp import mcp_devices
+    from llmos.plugins.mcp.pins import PinStore, pins_path
 
-    devices, errors = mcp_devices(servers)
+    # pinned tool lists: a changed or new tool waits for `llmos devices approve SERVER`
+    devices, errors = mcp_devices(servers, PinStore(pins_path(config.resolved_data_dir())))
     for device in devices:
         try:
             registry.register(device)

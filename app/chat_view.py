@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QFrame, QHBoxLayout, QLabel, QPlainTextEdit, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget,
 )
 
+from llmos.app.answer_links import FoundLink, defang
 from llmos.app.branches import Variant
 from llmos.app.theme import BASE_POINT_SIZE, Theme, current_theme
 from llmos.kernel import events
@@ -152,6 +153,9 @@ class MessageBubble(QFrame):
         self.branch_prev.clicked.connect(lambda: self._go(-1))
         self.branch_next.clicked.connect(lambda: self._go(+1))
         self.variant: Variant | None = None
+        # an answer from a conversation that read untrusted content: links and images as text
+        self.untrusted = role == "assistant" and view.tainted
+        self.links: list[FoundLink] = []
         self.set_variant(None)
         self.edit_button.setVisible(role == "user")
         self.regen_button.setVisible(False)
@@ -164,7 +168,14 @@ class MessageBubble(QFrame):
             self._layout.removeWidget(label)
             label.deleteLater()
         self._settled, self._settled_chars = [], 0
-        self.body.setText(render_markdown(text, current_theme()) if text else "…")
+        self.body.setText(render_markdown(self._shown(text), current_theme()) if text else "…")
+
+    def _shown(self, text: str) -> str:
+        """The Markdown to render: an untrusted answer's links and images made inert text."""
+        if not self.untrusted:
+            return text
+        shown, self.links = defang(text, self._view.user_texts())
+        return shown
 
     def stream_text(self, text: str) -> None:
         """A message still being written: the settled paragraphs are rendered once, into labels
@@ -176,12 +187,12 @@ class MessageBubble(QFrame):
             part = text[self._settled_chars:cut].strip("\n")
             if part:
                 label = _body_label()
-                label.setText(render_markdown(part, theme))
+                label.setText(render_markdown(self._shown(part), theme))
                 self._layout.insertWidget(self._layout.indexOf(self.body), label)
                 self._settled.append(label)
             self._settled_chars = cut
         tail = text[self._settled_chars:]
-        self.body.setText(render_markdown(tail, theme) if tail.strip() else "")
+        self.body.setText(render_markdown(self._shown(tail), theme) if tail.strip() else "")
 
     def copy(self) -> None:
         QGuiApplication.clipboard().setText(self.text)
@@ -210,6 +221,7 @@ class SyscallCard(QFrame):
     def __init__(self, device: str, call: str, arguments: Any, view: "ChatView") -> None:
         super().__init__()
         self.setObjectName("card")
+        self._view = view
         self.device, self.call, self.arguments = device, call, arguments
         self.result: Any = None
         self.ok: bool | None = None
@@ -260,6 +272,8 @@ class SyscallCard(QFrame):
 
     def finish(self, result: Any, ok: bool, seconds: float, trusted: bool, error: str | None) -> None:
         self.result, self.ok, self.seconds, self.trusted, self.error = result, ok, seconds, trusted, error
+        if not trusted:  # from here on, the conversation's answers may carry injected links
+            self._view.tainted = True
         self._render()
         self._show_image()
 
@@ -361,6 +375,7 @@ class ChatView(QScrollArea):
         self.setWidget(self._inner)
         self.items: list[QWidget] = []
         self.cards: dict[tuple[int, int], SyscallCard] = {}
+        self.tainted = False  # the conversation shown has read untrusted content (answer_links)
         self._live: MessageBubble | None = None  # the reply streaming in
         self._live_text = ""
         self._flush = QTimer(self)
@@ -380,6 +395,7 @@ class ChatView(QScrollArea):
             self._layout.removeWidget(item)
             item.deleteLater()
         self.items, self.cards, self._live, self._live_text = [], {}, None, ""
+        self.tainted = False
         self._empty.setVisible(True)
         self._layout.setStretch(0, 1)
         self._stick = True
@@ -444,6 +460,10 @@ class ChatView(QScrollArea):
                 bubble.index = index
         self._live_text = ""
         return bubble
+
+    def user_texts(self) -> list[str]:
+        """What the user wrote in the conversation shown (a URL carrying it is flagged)."""
+        return [item.text for item in self.items if isinstance(item, MessageBubble) and item.role == "user"]
 
     @property
     def streaming(self) -> bool:

@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = dsub.add_parser("revoke", help="forget a device's permissions (all when none are named)")
     revoke.add_argument("device", help="device name, e.g. browser")
     revoke.add_argument("permissions", nargs="*", metavar="PERMISSION", help="e.g. network (default: all)")
+    approve = dsub.add_parser("approve", help="offer an MCP server's new or changed tools to the model")
+    approve.add_argument("device", help="the MCP server's device name")
     memory_cli.add_parser(sub)
     voice_cli.add_parser(sub)
     doctor.add_parser(sub)
@@ -145,6 +147,8 @@ def cmd_devices(args: argparse.Namespace, config: Config) -> int:
         return EXIT_OK if result.ok else EXIT_ERROR
     if args.devices_command in ("grant", "revoke"):
         return _devices_grant_revoke(args, config, registry)
+    if args.devices_command == "approve":
+        return _devices_approve(args, config)
     policy = grant_policy(config)
     manifests = [d.manifest() for d in registry.devices()]
     for m, d in zip(manifests, registry.devices()):
@@ -194,6 +198,21 @@ def _devices_grant_revoke(args: argparse.Namespace, config: Config, registry: An
     return EXIT_OK
 
 
+def _devices_approve(args: argparse.Namespace, config: Config) -> int:
+    """Pin what the server showed when the registry was just built (its tools as they are now)."""
+    from llmos.plugins.mcp.pins import DamagedPins, PinStore, pins_path
+
+    store = PinStore(pins_path(config.resolved_data_dir()))
+    try:
+        approved = store.approve(args.device)
+    except KeyError:
+        return _error(f"no MCP server {args.device!r} has been seen (known: {', '.join(sorted(store.servers())) or 'none'})")
+    except (DamagedPins, OSError) as exc:
+        return _error(f"cannot approve {args.device!r}: {exc}")
+    print(f"{args.device}: approved {', '.join(approved) if approved else 'nothing (no tool had changed)'}")
+    return EXIT_OK
+
+
 # --- ask and chat ---------------------------------------------------------------------------
 
 
@@ -229,8 +248,9 @@ class _Printer:
 def _tty_consent(request: Any) -> bool:
     """Ask on the terminal whether a side-effect call after untrusted content may run."""
     args = json.dumps(request.arguments, ensure_ascii=False)
+    details = "".join(f"          {line}\n" for line in request.details())  # what would leave, to where
     print(f"\n[consent] {request.device}.{request.call} {args[:300]}\n"
-          f"          {request.reason}. Allow this call? [y/N] ", end="", file=sys.stderr, flush=True)
+          f"          {request.reason}.\n{details}          Allow this call? [y/N] ", end="", file=sys.stderr, flush=True)
     try:
         return input().strip().lower() in ("y", "yes")
     except EOFError:

@@ -94,12 +94,14 @@ class AskDialog(QDialog):
 
 def consent_dialog(request: "ConsentRequest", parent: QWidget | None) -> AskDialog:
     args = json.dumps(request.arguments, ensure_ascii=False, indent=2, default=str)
+    details = "\n".join(request.details())  # what data would leave, and to where
     return AskDialog(
         "llmos: allow this call?",
         f"Allow {request.device}.{request.call}?",
-        f"This call acts on the world, and {request.reason}. Content from outside may try to make "
-        "the model do things you did not ask for. Allow it only if you asked for this.",
-        f"{request.device}.{request.call}({args})", "Allow once", "Deny", parent)
+        f"This call needs your consent: {request.reason}. Content from outside may try to make "
+        "the model do things you did not ask for, or send your data away. Allow it only if you asked for this.",
+        (f"{details}\n\n" if details else "") + f"{request.device}.{request.call}({args})",
+        "Allow once", "Deny", parent)
 
 
 def permission_dialog(ask: PermissionAsk, parent: QWidget | None) -> AskDialog:

@@ -117,7 +117,7 @@ class RamInspector(QDialog):
             f"(budget {report.budget:,}) · {len(report.pages)} pages · paged out {sum(r.messages for r in outs)} "
             f"messages in {len(outs)} evictions")
         self.pages.set_rows([(p.index, p.kind, p.role, p.tokens, "yes" if p.pinned else "", p.call or "",
-                              "yes" if p.trusted else "no", p.preview) for p in report.pages])
+                              "yes" if p.trusted else "untrusted", p.preview) for p in report.pages])
         self.pages.scrollToBottom()
         self.paging.set_rows([
             (datetime.fromtimestamp(r.at).strftime("%H:%M:%S"), r.direction, r.reason, r.messages,

@@ -355,7 +355,8 @@ def _search(args: argparse.Namespace, store: Any) -> int:
             origin = f"{Path(str(origin)).name} #{h.metadata.get('chunk', '?')}"
         sim = f"{h.similarity:.2f}" if h.similarity is not None else " -  "
         text = " ".join(h.text.split())
-        print(f"{h.id}  sim {sim}  {h.collection[:3]}  {origin}")
+        label = "  [untrusted]" if h.metadata.get("provenance") == "untrusted" else ""
+        print(f"{h.id}  sim {sim}  {h.collection[:3]}  {origin}{label}")
         print(f"    {text[:300]}{'...' if len(text) > 300 else ''}")
     return EXIT_OK
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from contextvars import ContextVar
 import types
 import typing
 import urllib.parse
@@ -42,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "Call",
+    "Caller",
     "Device",
     "DeviceContext",
     "DeviceError",
@@ -49,6 +51,7 @@ __all__ = [
     "Permission",
     "SAVED_FILE",
     "Untrusted",
+    "caller",
     "destination",
     "schema_from_function",
 ]
@@ -106,6 +109,27 @@ class Untrusted:
 
     value: Any
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """What a device call may know about the process that made it (:func:`caller`).
+
+    ``tainted``: the process has read untrusted content, so what the call is given may come from
+    it; ``sources``: where that content came from (a page's address, ``mcp:<server>``). A device
+    that stores what it is given keeps these with it (the memory device does).
+    """
+
+    tainted: bool = False
+    sources: tuple[str, ...] = ()
+
+
+_CALLER: ContextVar[Caller] = ContextVar("llmos_device_caller", default=Caller())
+
+
+def caller() -> Caller:
+    """Inside a device call: the calling process's taint and sources (untainted outside a call)."""
+    return _CALLER.get()
 
 
 @dataclass(frozen=True)

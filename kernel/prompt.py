@@ -25,31 +25,55 @@ def boot_prompt_template() -> str:
     return resources.files("llmos.assets").joinpath("boot_prompt.txt").read_text(encoding="utf-8")
 
 
+# Device texts (names, descriptions, schemas) come from plugins and MCP servers: untrusted. In the
+# boot prompt each is one line of plain text, at most this long, inside the <devices> block.
+MAX_DEVICE_TEXT = 300
+DEVICES_OPEN, DEVICES_CLOSE = "<devices>", "</devices>"
+
+# Anything that reads as structure to the tokenizer or to the prompt: every <|...|> special token
+# (ChatML's and any other family's), the result tags and the device list's own tags.
+_DEVICE_STRUCTURE = re.compile(r"<(\|[^|<>\s]{0,40}\||/?\s*(?:tool_response|tool_call|devices)\b)", re.IGNORECASE)
+
+
+def device_text(text: object, limit: int = MAX_DEVICE_TEXT) -> str:
+    """A plugin's or MCP server's text as it may appear in the boot prompt: one line (newlines and
+    other control characters become spaces), no special token or tag, at most ``limit``
+    characters (cut with "...")."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+    line = _DEVICE_STRUCTURE.sub(lambda m: "&lt;" + m.group(1), line)
+    return line if len(line) <= limit else line[: limit - 3].rstrip() + "..."
+
+
 def describe_calls(calls: Iterable[tuple[str, Call]]) -> str:
     lines = []
     for name, call in calls:
         args = ", ".join(
-            f'"{arg}": {spec.get("type", "value")}' for arg, spec in call.parameters.get("properties", {}).items()
+            f'"{device_text(arg, 60)}": {device_text(spec.get("type", "value") if isinstance(spec, dict) else "value", 40)}'
+            for arg, spec in call.parameters.get("properties", {}).items()
         )
-        lines.append(f"- {name} {{{args}}}: {call.description}")
+        lines.append(device_text(f"- {name} {{{args}}}: {device_text(call.description)}", 2 * MAX_DEVICE_TEXT))
     return "\n".join(lines) if lines else "- (none)"
 
 
 def system_message(calls: list[tuple[str, Call]], template: str | None = None) -> Message:
-    text = (template or boot_prompt_template()).replace("{devices}", describe_calls(calls))
+    listing = f"{DEVICES_OPEN}\n{describe_calls(calls)}\n{DEVICES_CLOSE}"
+    text = (template or boot_prompt_template()).replace("{devices}", listing)
     return Message("system", text.strip())
 
 
 def _tool_response(msg: Message) -> str:
     trust = "trusted" if msg.trusted else "untrusted"
-    body = msg.content if msg.trusted else html.escape(msg.content, quote=False)
+    body = _as_text(msg.content) if msg.trusted else html.escape(msg.content, quote=False)
     return f'<tool_response call="{msg.call or ""}" trust="{trust}">\n{body}\n</tool_response>'
 
 
 # ChatML's control tokens, and the tag device results arrive in: in a user's or the model's own
 # text they are text, not structure (a pasted page cannot open a system turn; an answer that
 # imitates a device result does not read as one later)
-_STRUCTURE = re.compile(r"<(\|(?:im_start|im_end|endoftext)\||/?tool_response)", re.IGNORECASE)
+_STRUCTURE = re.compile(r"<(\|[^|<>\s]{0,40}\||/?tool_response)", re.IGNORECASE)
+# A system message is the kernel's own (the boot prompt, recalled memories): its template may name
+# the tags, but no special token inside it (a remembered text, say) is structure either.
+_TOKENS = re.compile(r"<(\|[^|<>\s]{0,40}\|)")
 
 
 def _as_text(text: str) -> str:
@@ -63,7 +87,7 @@ def render_message(msg: Message) -> str:
         return f"<|im_start|>assistant\n{content}<|im_end|>\n"
     if msg.role == "tool":
         return f"<|im_start|>user\n{_tool_response(msg)}<|im_end|>\n"
-    content = msg.content if msg.role == "system" else _as_text(msg.content)
+    content = _TOKENS.sub(lambda m: "&lt;" + m.group(1), msg.content) if msg.role == "system" else _as_text(msg.content)
     return f"<|im_start|>{msg.role}\n{content}<|im_end|>\n"
 
 

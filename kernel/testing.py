@@ -10,7 +10,8 @@ The call goes through the real dispatcher: the arguments are validated against t
 model sees, the permissions are checked against ``grants``, the call runs on a worker thread with
 its timeout, and the result is normalised and size-limited. ``tainted=True`` calls it as from a
 process that has read untrusted content (a side-effect call, or a network call to a place not
-in ``contacted``, then needs ``consent``). ``ask`` answers permission prompts, as the user would.
+in ``contacted``, or one whose arguments carry words the untrusted content in ``provenance``
+did not contain, then needs ``consent``). ``ask`` answers permission prompts, as the user would.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .devices import Device
+from .flow import Provenance
 from .registry import DeviceRegistry
 from .syscalls.dispatch import AskPermission, Consent, Dispatcher, GrantPolicy, SyscallResult
 
@@ -39,6 +41,7 @@ def call_device(
     consent: Consent | None = None,
     ask: AskPermission | None = None,
     contacted: set[str] | None = None,
+    provenance: Provenance | None = None,
 ) -> SyscallResult:
     """Start ``device`` (its setup hook, with its own folder under ``data_dir``) and make one call."""
     registry = DeviceRegistry()
@@ -49,4 +52,4 @@ def call_device(
         return SyscallResult(device.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
     dispatcher = Dispatcher(registry, GrantPolicy(grants, ask=ask), consent)
     return dispatcher.call_blocking(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted,
-                                    contacted=contacted)
+                                    contacted=contacted, provenance=provenance)

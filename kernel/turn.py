@@ -20,6 +20,7 @@ from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_message
 from .devices import Untrusted
+from .flow import Provenance
 from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
@@ -257,7 +258,8 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
         result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
     else:
         result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
-                                                           contacted=proc.contacted))
+                                                     contacted=proc.contacted,
+                                                     provenance=Provenance.of(proc.messages, proc.pinned)))
         if result is None:  # the turn was stopped while the device worked
             result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
     svc.emit(events.SyscallFinished(

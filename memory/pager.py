@@ -55,10 +55,12 @@ class DiskPager:
         self._writer: Any = None  # a one-thread executor, made on the first page-out
         self._pending: list[Any] = []
 
-    def _write(self, conversation: str, summaries: list[str]) -> None:
+    def _write(self, conversation: str, summaries: list[str], untrusted: list[bool]) -> None:
         store = self._disk()
-        for summary in summaries:
-            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation)
+        for summary, outside in zip(summaries, untrusted):
+            # a turn that read untrusted content may have an injected answer: it stays untrusted
+            store.remember(summary, source="paging", kind="evicted-turn", conversation=conversation,
+                           provenance="untrusted" if outside else "trusted")
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every paged-out summary is on disk (a failed write is logged)."""
@@ -85,7 +87,8 @@ class DiskPager:
         with self._lock:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmos-pager")
-            self._pending.append(self._writer.submit(self._write, conversation, summaries))
+            untrusted = [any(m.role == "tool" and not m.trusted for m in turn) for turn in turns]
+            self._pending.append(self._writer.submit(self._write, conversation, summaries, untrusted))
         return summaries
 
     def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
@@ -108,6 +111,8 @@ class DiskPager:
                 if len(text) <= 3:
                     break
             untrusted = hit.collection == "documents" or hit.metadata.get("provenance") == "untrusted"
+            if untrusted and hit.collection != "documents":  # a memory stored after untrusted content
+                text = f"(untrusted memory, stored after reading {hit.metadata.get('source', 'untrusted content')}) {text}"
             texts.append(Untrusted(text, source=str(hit.metadata.get("source", ""))) if untrusted else text)
             used += len(text)
         return texts

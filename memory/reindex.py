@@ -29,7 +29,9 @@ __all__ = ["ReindexReport", "reindex"]
 
 log = logging.getLogger(__name__)
 
-_REMEMBERED = re.compile(r"^Remembered \(id ([0-9a-f]+)\): ", re.S)
+# "Remembered (id 3fa2c1d9e0b7): ..." or, stored after untrusted content,
+# "Remembered (id 3fa2c1d9e0b7, untrusted: from <source>): ..." (plugins/memory)
+_REMEMBERED = re.compile(r"^Remembered \(id ([0-9a-f]+)(?:, untrusted: from (.*?))?\): ", re.S)
 
 
 @dataclass
@@ -138,7 +140,9 @@ def _replay_memory_calls(store: Any, journal: Journal, report: ReindexReport,
             if match.group(1) in forgotten_ids or text in forgotten_texts:
                 report.forgotten += 1
                 continue
-            meta: dict[str, Any] = {"source": "conversation", "kind": "memory", "provenance": "trusted",
+            untrusted_from = match.group(2)  # the label is kept forever: a rebuild does not launder it
+            meta: dict[str, Any] = {"source": untrusted_from or "conversation", "kind": "memory",
+                                    "provenance": "untrusted" if untrusted_from else "trusted",
                                     "created": _epoch(call["created"])}
             if call["conversation"]:
                 meta["conversation"] = call["conversation"]

@@ -19,7 +19,8 @@ from typing import Any
 
 import jsonschema
 
-from ..devices import Call, Device, DeviceError, Permission, Untrusted
+from ..devices import Call, Caller, Device, DeviceError, Permission, Untrusted, _CALLER
+from ..flow import Leak, Provenance, describe_leaks, leaks, typed_destinations
 from ..grants import GrantStore
 from ..registry import DeviceRegistry, UnknownCall
 
@@ -184,6 +185,7 @@ class ConsentKind(Enum):
 
     SIDE_EFFECT = "side effect"  # it writes, runs, speaks or otherwise acts on the world
     NEW_DESTINATION = "new destination"  # it contacts a place this process has not contacted
+    DATA_FLOW = "data leaves"  # it would send words the untrusted content did not contain (kernel/flow.py)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,17 @@ class ConsentRequest:
     reason: str
     kinds: tuple[ConsentKind, ...] = (ConsentKind.SIDE_EFFECT,)
     destinations: tuple[str, ...] = ()  # the new places it would contact ("host:port")
+    leaving: tuple[Leak, ...] = ()  # what data would leave (DATA_FLOW)
+    to: tuple[str, ...] = ()  # every place the call would contact ("host:port"); empty = unknown
+
+    def details(self) -> list[str]:
+        """What a person needs to decide, one line each: what would leave, and to where."""
+        lines = []
+        if self.leaving:
+            lines.append(f"data that would leave: {describe_leaks(list(self.leaving))}")
+        if ConsentKind.DATA_FLOW in self.kinds or ConsentKind.NEW_DESTINATION in self.kinds:
+            lines.append(f"to: {', '.join(self.to) if self.to else 'a place llmos cannot tell'}")
+        return lines
 
 
 # Asked on the device's worker thread (never the kernel's); True = the user agreed to this call.
@@ -214,6 +227,7 @@ class _Plan:
     missing: tuple[Permission, ...] = ()  # to ask the user for first
     consent: ConsentRequest | None = None  # then this consent
     destinations: tuple[str, ...] = ()  # to remember as contacted once allowed
+    caller: Caller = Caller()  # what the device may know about the process calling it
 
 
 @dataclass
@@ -230,7 +244,7 @@ class Dispatcher:
     _prompt_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def prepare(self, qualified: str, arguments: Any, *, tainted: bool = False,
-                contacted: set[str] | None = None) -> _Plan | SyscallResult:
+                contacted: set[str] | None = None, provenance: Provenance | None = None) -> _Plan | SyscallResult:
         """Resolve, validate and check a call (asks nobody); an error result when it cannot run."""
         device_name, _, call_name = qualified.partition(".")
         try:
@@ -252,12 +266,15 @@ class Dispatcher:
             return SyscallResult(device.name, call.name, arguments, ok=False,
                                  error=self.policy.refusal(device, missing))
         destinations = call.destinations_for(arguments) if Permission.NETWORK in device.permissions else []
-        request = self._consent_needed(device, call, arguments, destinations, contacted) if tainted else None
-        return _Plan(device, call, arguments, tuple(missing), request, tuple(destinations or ()))
+        request = (self._consent_needed(device, call, arguments, destinations, contacted, provenance)
+                   if tainted else None)
+        sources = provenance.untrusted_sources if provenance is not None else ()
+        caller = Caller(tainted, sources or (("untrusted content",) if tainted else ()))
+        return _Plan(device, call, arguments, tuple(missing), request, tuple(destinations or ()), caller)
 
     @staticmethod
     def _consent_needed(device: Device, call: Call, arguments: dict[str, Any], destinations: list[str] | None,
-                        contacted: set[str] | None) -> ConsentRequest | None:
+                        contacted: set[str] | None, provenance: Provenance | None = None) -> ConsentRequest | None:
         """For a tainted process: the consent question this call needs, or None."""
         kinds: list[ConsentKind] = []
         what: list[str] = []
@@ -265,28 +282,40 @@ class Dispatcher:
             kinds.append(ConsentKind.SIDE_EFFECT)
             what.append("it acts on the world")
         new: tuple[str, ...] = ()
+        leaving: list[Leak] = []
         if Permission.NETWORK in device.permissions:
-            new = tuple(d for d in destinations or [] if d not in (contacted or set()))
+            known = set(contacted or set())
+            if provenance is not None:  # an address the user typed whole is the user's request
+                known |= typed_destinations(arguments, provenance)
+            new = tuple(d for d in destinations or [] if d not in known)
             if destinations is None or new:
                 kinds.append(ConsentKind.NEW_DESTINATION)
                 what.append(f"it contacts {', '.join(new)}, which this conversation has not contacted before"
                             if new else "it contacts the network, and llmos cannot tell where")
+            if provenance is not None and destinations != []:  # [] = the call contacts nothing
+                leaving = leaks(arguments, provenance)
+                if leaving:
+                    kinds.append(ConsentKind.DATA_FLOW)
+                    where = ", ".join(destinations) if destinations else "the network"
+                    what.append(f"it would send {describe_leaks(leaving)} to {where}")
         if not kinds:
             return None
         return ConsentRequest(device.name, call.name, arguments, f"{_TAINT}, and {' and '.join(what)}",
-                              tuple(kinds), new)
+                              tuple(kinds), new, tuple(leaving), tuple(destinations or ()))
 
     def submit(self, qualified: str, arguments: Any, *, tainted: bool = False,
-               contacted: set[str] | None = None) -> "Future[SyscallResult]":
+               contacted: set[str] | None = None, provenance: Provenance | None = None) -> "Future[SyscallResult]":
         """Start a call; the future always resolves to a SyscallResult (never raises).
 
         ``tainted``: the calling process has read untrusted content, so a call with side effects,
         or one that contacts a place not in ``contacted`` (the process's set of ``host:port``
         destinations, updated here), runs only if the user consents to it; with no way to ask,
-        the answer is no.
+        the answer is no. ``provenance`` (the labelled conversation, :mod:`llmos.kernel.flow`)
+        adds the flow rule: a network call whose arguments carry words the untrusted content did
+        not contain needs consent too, even to a place already contacted.
         """
         future: Future[SyscallResult] = Future()
-        plan = self.prepare(qualified, arguments, tainted=tainted, contacted=contacted)
+        plan = self.prepare(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance)
         if isinstance(plan, SyscallResult):
             future.set_result(plan)
             return future
@@ -307,9 +336,9 @@ class Dispatcher:
         return future
 
     def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False,
-                      contacted: set[str] | None = None) -> SyscallResult:
+                      contacted: set[str] | None = None, provenance: Provenance | None = None) -> SyscallResult:
         """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
-        future = self.submit(qualified, arguments, tainted=tainted, contacted=contacted)
+        future = self.submit(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance)
         while True:  # the deadline moves once the user has answered
             deadline = getattr(future, "deadline", None)
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -359,6 +388,7 @@ class Dispatcher:
         if contacted is not None:
             contacted.update(plan.destinations)
         start = time.monotonic()
+        _CALLER.set(plan.caller)  # this worker thread's own context: devices.caller() reads it
         try:
             value = call.function(**args)
             if isinstance(value, Untrusted):

@@ -18,6 +18,11 @@ arguments (a fetch tool's ``url``); a network server's call without one counts a
 new once the conversation has read untrusted content. Results are always
 ``Untrusted(text, source="mcp:<server>")``; a tool result with ``isError`` raises DeviceError.
 
+With a :class:`~.pins.PinStore` (the OS passes ``<data_dir>/mcp_pins.json``), a server's tool list
+is pinned the first time it is seen; a new or changed tool is held back (not offered to the model)
+until ``llmos devices approve SERVER`` (:mod:`.pins`). Descriptions are untrusted text anyway:
+the boot prompt shows them escaped, on one line, cut to 300 characters (``kernel/prompt.py``).
+
 Design: one asyncio loop on a daemon thread owns every session. Each server has a runner task
 that enters ``stdio_client`` + ``ClientSession`` (anyio cancel scopes must be entered and left in
 the same task), initialises, lists the tools, then waits for its stop event. A device call is a
@@ -40,9 +45,12 @@ from typing import Any
 
 from llmos.kernel.devices import Call, Device, DeviceError, Untrusted
 
+from .pins import INSTRUCTIONS, PinStore, tool_hash
+
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "close", "mcp_devices", "sanitise_name", "start_mcp", "urls_in"]
+__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "PinStore", "close", "mcp_devices", "sanitise_name", "start_mcp",
+           "urls_in"]
 
 # An MCP server is a program the user chose to run; what it touches is unknown to llmos. Default:
 # it needs "network" (most servers fetch or query something); declare `permissions` per server
@@ -142,9 +150,11 @@ class _Server:
 class MCPBridge:
     """Owns the loop thread and the server sessions; ``devices`` and ``errors`` after start."""
 
-    def __init__(self) -> None:
+    def __init__(self, pins: PinStore | None = None) -> None:
         self.devices: list[Device] = []
         self.errors: list[tuple[str, str]] = []
+        self.pins = pins
+        self.held: list[tuple[str, str]] = []  # (server, why some tools are held back)
         self._servers: dict[str, _Server] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="mcp-bridge", daemon=True)
@@ -234,12 +244,25 @@ class MCPBridge:
 
     # --- the devices ----------------------------------------------------------------------
 
+    def _offered(self, server: _Server, instructions: str) -> tuple[list[Any], bool]:
+        """The tools the pins allow (all without pins), and whether the instructions are pinned."""
+        if self.pins is None:
+            return list(server.tools), True
+        seen = [(INSTRUCTIONS, tool_hash(INSTRUCTIONS, instructions, None))]
+        seen += [(t.name, tool_hash(t.name, t.description or "", _schema(t))) for t in server.tools]
+        check = self.pins.check(server.name, seen)
+        if check.held:
+            log.warning("%s", check.message())
+            self.held.append((server.name, check.message()))
+        return [t for t in server.tools if t.name in check.offered], INSTRUCTIONS in check.offered
+
     def _device(self, server: _Server) -> Device:
         config = server.config
         info = _get(server.info, "server_info", "serverInfo")
         instructions = (_get(server.info, "instructions", default="") or "").strip()
-        description = config.get("description") or instructions.split("\n\n", 1)[0][:300] or (
-            f"Tools of the MCP server {server.name!r}: " + ", ".join(t.name for t in server.tools))
+        tools, instructions_pinned = self._offered(server, instructions)
+        description = config.get("description") or (instructions_pinned and instructions.split("\n\n", 1)[0][:300]) or (
+            f"Tools of the MCP server {server.name!r}: " + ", ".join(t.name for t in tools))
         permissions = config.get("permissions")
         device = Device(
             server.name,
@@ -248,7 +271,7 @@ class MCPBridge:
             permissions=list(DEFAULT_PERMISSIONS if permissions is None else permissions),
         )
         timeout = float(config.get("timeout_s", DEFAULT_TIMEOUT_S))
-        for tool in server.tools:
+        for tool in tools:
             call_name = sanitise_name(tool.name, prefix="tool")
             base, n = call_name, 2
             while call_name in device.calls:
@@ -334,22 +357,25 @@ def _command_line(config: dict[str, Any]) -> str:
     return " ".join([str(config.get("command", ""))] + [str(a) for a in config.get("args", [])])
 
 
-def start_mcp(servers: dict[str, dict[str, Any]]) -> MCPBridge:
-    """Start ``servers``; the bridge holds ``devices``, ``errors`` [(name, message)] and ``close()``."""
-    return MCPBridge().start(servers)
+def start_mcp(servers: dict[str, dict[str, Any]], pins: PinStore | None = None) -> MCPBridge:
+    """Start ``servers``; the bridge holds ``devices``, ``errors`` [(name, message)], ``held``
+    [(name, message)] (tools held back by ``pins``) and ``close()``."""
+    return MCPBridge(pins).start(servers)
 
 
 _bridges: list[MCPBridge] = []
 
 
-def mcp_devices(servers: dict[str, dict[str, Any]]) -> tuple[list[Device], list[tuple[str, str]]]:
-    """Start every configured server: (devices, [(server name, error)]). Never raises for a server.
+def mcp_devices(servers: dict[str, dict[str, Any]], pins: PinStore | None = None,
+                ) -> tuple[list[Device], list[tuple[str, str]]]:
+    """Start every configured server: (devices, [(server name, error or held-back tools)]).
+    Never raises for a server.
 
     The servers run until :func:`close` (also called at exit).
     """
-    bridge = start_mcp(servers)
+    bridge = start_mcp(servers, pins)
     _bridges.append(bridge)
-    return bridge.devices, bridge.errors
+    return bridge.devices, [*bridge.errors, *bridge.held]
 
 
 def close() -> None:

@@ -5,6 +5,11 @@
 one by id. Recall also searches the documents added with ``llmos memory add``; a page that
 contains document text is marked untrusted (files are outside data).
 
+Provenance is kept forever: a fact remembered by a process that has read untrusted content is
+stored with ``provenance="untrusted"`` and the sources it read (``devices.caller()``). Recall
+labels it on its line and returns the whole page as untrusted data, so the process that reads it
+is tainted in its turn: an injected "fact" never comes back as the user's own trusted memory.
+
 The store lives in the device's own folder: ``<data_dir>/devices/memory/chroma``, the same one
 ``llmos memory`` uses, or on a Chroma server when the config sets ``chroma_url`` (the device's
 ``chroma_url`` setting). Documents are embedded by the config's ``document_embedder`` (the
@@ -17,7 +22,7 @@ import threading
 import time
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted
+from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted, caller
 
 device = Device(
     "memory",
@@ -91,6 +96,11 @@ def remember(text: str) -> str:
         raise DeviceError("nothing to remember: the text is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise DeviceError(f"too long to remember ({len(text)} characters; at most {MAX_TEXT_CHARS})")
+    who = caller()
+    if who.tainted:
+        source = "; ".join(who.sources)[:300] or "untrusted content"
+        entry_id = _call_store(_store().remember, text, source=source, kind="memory", provenance="untrusted")
+        return f"Remembered (id {entry_id}, untrusted: from {source}): {text}"
     entry_id = _call_store(_store().remember, text, source="conversation", kind="memory", provenance="trusted")
     return f"Remembered (id {entry_id}): {text}"
 
@@ -104,6 +114,8 @@ def _describe(hit: Any) -> str:
         where = f"from {origin}" + (f", part {int(meta['chunk']) + 1}" if "chunk" in meta else "")
     else:
         where = f"remembered {stamp}" if stamp else "remembered"
+        if meta.get("provenance") == "untrusted":
+            where += f", untrusted: stored after reading {meta.get('source', 'untrusted content')}"
     text = hit.text if len(hit.text) <= SNIPPET_CHARS else hit.text[: SNIPPET_CHARS - 3] + "..."
     return f"[{hit.id}] ({where}) {text}"
 
@@ -126,7 +138,7 @@ def recall(query: str, limit: Annotated[int, {"minimum": 1, "maximum": 20}] = 5)
         return "Memory is empty: nothing has been remembered yet."
     page = "\n".join(_describe(h) for h in hits)
     if any(h.metadata.get("provenance") == "untrusted" for h in hits):
-        return Untrusted(page, source="memory (includes document text)")
+        return Untrusted(page, source="memory (includes untrusted entries)")
     return page
 
 
