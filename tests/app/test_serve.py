@@ -31,7 +31,7 @@ def served(real_backend) -> Iterator[tuple[object, Server]]:
     kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
     try:
         kernel.wait_ready(900)  # the decision calibration, on a shared machine
-        server = Server(make_app(kernel, ServeOptions(api_key=KEY, max_body_bytes=64 * 1024)),
+        server = Server(make_app(kernel, ServeOptions(api_key=KEY, max_body_bytes=256 * 1024)),
                         bind("127.0.0.1", 0)).start()
         yield kernel, server
         server.stop()
@@ -163,9 +163,19 @@ def test_raw_completions_plain_and_streamed(client, model):
 def test_requests_are_api_processes_removed_when_done(served, client, model):
     kernel, _ = served
     created: list[events.ProcessCreated] = []
-    unsubscribe = kernel.bus.subscribe(lambda e: created.append(e) if isinstance(e, events.ProcessCreated) else None)
+    ended = threading.Event()
+
+    def observe(event: events.Event) -> None:
+        if isinstance(event, events.ProcessCreated):
+            created.append(event)
+        elif isinstance(event, events.ProcessStateChanged) and created and event.pid == created[0].pid \
+                and event.new == "done":
+            ended.set()
+
+    unsubscribe = kernel.bus.subscribe(observe)
     try:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert ended.wait(5.0), "the request's process did not end"
     finally:
         unsubscribe()
     assert len(created) == 1
@@ -211,7 +221,7 @@ def test_bad_input_gets_its_status_and_the_server_stays_up(served, client, model
         {"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}).encode())
     assert bad_type.status_code == 400 and bad_type.json()["error"]["param"] == "temperature"
 
-    huge = _post(served, "/chat/completions", b" " * (65 * 1024))
+    huge = _post(served, "/chat/completions", b" " * (257 * 1024))
     assert huge.status_code == 413
 
     with pytest.raises(openai.AuthenticationError):
