@@ -50,8 +50,14 @@ def _served(client: Any, model: str) -> tuple[float, int]:
 def run(ctx: "BenchContext") -> list[dict[str, Any]]:
     import openai
 
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+
     reps = ctx.reps(5, 2)
-    with ctx.kernel() as kernel:
+    # no devices: the plain model uses none, and the kernel then has no decisions to calibrate
+    kernel = Kernel(ctx.backend(), DeviceRegistry()).start()
+    try:
+        kernel.wait_ready(600)
         server = Server(make_app(kernel, ServeOptions()), bind("127.0.0.1", 0)).start()
         try:
             client = openai.OpenAI(base_url=server.url, api_key="none", max_retries=0, timeout=600)
@@ -66,6 +72,8 @@ def run(ctx: "BenchContext") -> list[dict[str, Any]]:
                     into.append(tokens / seconds)
         finally:
             server.stop()
+    finally:
+        kernel.shutdown(close_backend=False)
     kernel_tps, server_tps = statistics.median(direct), statistics.median(served)
     return [{
         "name": "serve_overhead_ratio",
