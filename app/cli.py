@@ -6,6 +6,7 @@
     llmos devices [--json]     the devices, their calls and permissions
     llmos devices call NAME --args JSON   call a device directly, as the kernel would
     llmos voice [--input WAV --output WAV --json]   hands-free voice (app/voice_cli.py)
+    llmos serve [--host H --port P --api-key KEY]   an OpenAI-compatible API (app/serve_cli.py)
     llmos doctor [--json] [--recheck] [--model PATH]   check what llmos needs (app/doctor.py)
 """
 
@@ -18,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import doctor, history_cli, memory_cli, supervisor, voice_cli
+from llmos.app import doctor, history_cli, memory_cli, serve_cli, supervisor, voice_cli
 from llmos.kernel import crash_hooks, events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -104,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("device", help="the MCP server's device name")
     memory_cli.add_parser(sub)
     voice_cli.add_parser(sub)
+    serve_cli.add_parser(sub)
     doctor.add_parser(sub)
     return parser
 
@@ -379,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
             return history_cli.run(args, config)
         if args.command == "chat":
             return cmd_chat(args, config)
+        if args.command == "serve":
+            return serve_cli.run(args, config)
         if args.command == "voice":
             return voice_cli.run(args, config, _start_kernel)
         if args.command == "gui" or (args.command is None and _has_display()):

@@ -65,6 +65,7 @@ class _Stop:
 @dataclass
 class _Kill:
     pid: int
+    reap: bool = False
 
 
 @dataclass
@@ -167,8 +168,10 @@ class Kernel:
                 if self._thread is None or not self._thread.is_alive():
                     raise RuntimeError("the kernel is not running") from None
 
-    def submit(self, pid: int, text: str) -> "Future[TurnResult]":
-        turn = Turn(text)
+    def submit(self, pid: int, text: str, program: Any = None) -> "Future[TurnResult]":
+        """The next turn of ``pid``: the OS's own turn on ``text``, or ``program(services,
+        process)``'s task (a generator like ``turn.run_turn``'s, returning a TurnResult)."""
+        turn = Turn(text, program=program)
         self._requests.put(_Submit(pid, turn))
         return turn.future
 
@@ -185,8 +188,13 @@ class Kernel:
         if proc is not None and proc.task is not None:
             proc.stop_requested = True
 
-    def kill(self, pid: int) -> None:
-        self._requests.put(_Kill(pid))
+    def kill(self, pid: int, reap: bool = False) -> None:
+        """End ``pid`` (its running turn stops at its next token); ``reap`` also removes it from
+        the process table once it has ended (one finished API request is not kept)."""
+        self._requests.put(_Kill(pid, reap))
+        proc = self._lookup(pid)
+        if proc is not None and proc.task is not None:
+            proc.stop_requested = True  # as in stop(): seen after the current token
 
     def set_priority(self, pid: int, priority: Priority) -> None:
         """Move ``pid`` to another scheduling level from its next slice on (voice mode gives a
@@ -324,6 +332,7 @@ class Kernel:
             proc = self._lookup(request.pid)
             if proc is not None:
                 proc.stop_requested = True
+                proc.reap = proc.reap or request.reap
                 for turn in proc.turns[1:]:
                     turn.future.set_exception(TurnError(f"process {proc.pid} was killed"))
                 del proc.turns[1:]
@@ -352,7 +361,11 @@ class Kernel:
         if proc.task is not None or not proc.turns:
             return
         proc.stop_requested = False
-        proc.task = run_turn(self._svc, proc, proc.turns[0].text)
+        turn = proc.turns[0]
+        if turn.program is not None:
+            proc.task = turn.program(self._svc, proc)
+        else:
+            proc.task = run_turn(self._svc, proc, turn.text)
         self._set_state(proc, ProcessState.READY, "new turn")
         self.scheduler.make_ready(proc)
 
@@ -440,6 +453,8 @@ class Kernel:
         self.backend.release(proc.pid)
         if self._running is proc:
             self._running = None
+        if proc.reap:  # gone from the table before anyone hears it ended
+            self.table.remove(proc.pid)
         self._set_state(proc, ProcessState.DONE, "killed")
 
     def _set_state(self, proc: Process, new: ProcessState, reason: str) -> None:

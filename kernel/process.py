@@ -23,11 +23,13 @@ class ProcessState(Enum):
 
 
 class Priority(IntEnum):
-    """Higher runs first: a voice turn preempts a chat reply, which preempts a background job."""
+    """Higher runs first: a voice turn preempts a chat reply, which preempts another program's
+    request (``llmos serve``), which preempts a background job."""
 
     BACKGROUND = 0
-    CHAT = 1
-    VOICE = 2
+    API = 1
+    CHAT = 2
+    VOICE = 3
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Turn:
     text: str
     future: "Future[TurnResult]" = field(default_factory=Future)
     submitted_at: float = field(default_factory=time.monotonic)
+    # another task than the OS's own turn: ``program(services, process)`` returns the task
+    # (``llmos serve`` runs a client's raw completion this way); None runs ``turn.run_turn``
+    program: Any = None
 
 
 # What a process's task yields to the kernel after each bounded piece of work.
@@ -91,6 +96,7 @@ class Process:
     resume_value: Any = None  # what the task is sent when it runs next (a device's result)
     stop_requested: bool = False
     kill_requested: bool = False
+    reap: bool = False  # leave the process table once ended (a finished API request)
     tokens_generated: int = 0
     model_seconds: float = 0.0
     created_at: float = field(default_factory=time.time)
@@ -136,6 +142,9 @@ class ProcessTable:
             return self._procs[pid]
         except KeyError:
             raise LookupError(f"no process {pid}") from None
+
+    def remove(self, pid: int) -> None:
+        self._procs.pop(pid, None)
 
     def __iter__(self) -> Iterator[Process]:
         return iter(list(self._procs.values()))

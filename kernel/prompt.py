@@ -80,6 +80,9 @@ def _as_text(text: str) -> str:
     return _STRUCTURE.sub(lambda m: "&lt;" + m.group(1), text)
 
 
+as_text = _as_text  # public: app/server renders other programs' messages with it
+
+
 def render_message(msg: Message) -> str:
     if msg.role == "assistant":
         body = _as_text(msg.content)

@@ -1,6 +1,6 @@
 """The scheduler: which ready process runs the model next.
 
-Strict priority between levels (voice > chat > background) and round-robin within a level: a
+Strict priority between levels (voice > chat > api > background) and round-robin within a level: a
 process that used its slice goes to the back of its level's queue. Slices are measured in
 tokens; the kernel asks again at every slice boundary, which is where preemption happens.
 """

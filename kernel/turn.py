@@ -155,6 +155,16 @@ def _generate(
 ) -> Task:
     """Generate after ``prompt``, one slice per step; returns (text, tokens generated)."""
     params = SamplingParams(max_tokens=max_tokens, temperature=svc.options.temperature, stop=stop)
+    text, stats = yield from generate(svc, proc, prompt, params, schema=schema, on_piece=on_piece)
+    return text, stats.generated_tokens
+
+
+def generate(
+    svc: TurnServices, proc: Process, prompt: str, params: SamplingParams, *,
+    schema: dict[str, Any] | None = None, on_piece: Callable[[str], None] | None = None,
+) -> Task:
+    """Generate after ``prompt`` with ``params``, one slice per step, until done or the process
+    is stopped; returns (text, the stream's StreamStats: prompt and generated tokens, why it ended)."""
     stream = svc.backend.open(proc.pid, prompt, params, json_schema=schema)
     text: list[str] = []
     try:
@@ -175,7 +185,7 @@ def _generate(
                 yield Yield.SLICE
     finally:
         stream.close()
-    return "".join(text), stream.stats.generated_tokens
+    return "".join(text), stream.stats
 
 
 def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:

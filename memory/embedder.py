@@ -133,6 +133,10 @@ class Embedder(EmbedderBase):
             out[chunk] = self._run([encodings[i] for i in chunk])
         return out
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens the model reads of each text (after truncation)."""
+        return [len(e.ids) for e in self._tokenizer.encode_batch(list(texts))]
+
     def _run(self, encodings: list[Any]) -> Any:
         np = self._np
         longest = max(len(e.ids) for e in encodings)

@@ -326,9 +326,15 @@ class LocalStream:
         self.tokens = list(prompt_tokens)
         self.stats = StreamStats(prompt_tokens=len(prompt_tokens))
         llm = backend.llm
-        self._sampler = llm._init_sampler(
-            temp=params.temperature, top_k=params.top_k, top_p=params.top_p, min_p=0.05, grammar=grammar
-        )
+        kept_seed = llm._seed  # a request's own seed seeds its sampler only
+        if params.seed:
+            llm.set_seed(params.seed)
+        try:
+            self._sampler = llm._init_sampler(
+                temp=params.temperature, top_k=params.top_k, top_p=params.top_p, min_p=0.05, grammar=grammar
+            )
+        finally:
+            llm.set_seed(kept_seed)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""  # all text generated so far
         self._emitted = 0  # how much of _text has been handed out

@@ -1,0 +1,261 @@
+"""`llmos serve` against the official `openai` client, on the real model over loopback HTTP.
+
+One kernel and one server per module (the model is the session's); each test is a real request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import httpx
+import openai
+import pytest
+
+from llmos.app.serve_cli import add_parser  # noqa: F401 (the CLI wiring imports)
+from llmos.app.server.app import OS_MODEL, ServeOptions, make_app, plain_model_name
+from llmos.app.server.http import Server, ServeError, bind, check_bind
+from llmos.kernel import events
+
+pytestmark = pytest.mark.model
+
+KEY = "test-key-4242"
+
+
+@pytest.fixture(scope="module")
+def served(real_backend) -> Iterator[tuple[object, Server]]:
+    from llmos.kernel.loop import Kernel
+    from llmos.kernel.registry import DeviceRegistry
+
+    kernel = Kernel(real_backend, DeviceRegistry.from_entry_points()).start()
+    try:
+        kernel.wait_ready(900)  # the decision calibration, on a shared machine
+        server = Server(make_app(kernel, ServeOptions(api_key=KEY, max_body_bytes=256 * 1024)),
+                        bind("127.0.0.1", 0)).start()
+        yield kernel, server
+        server.stop()
+    finally:
+        kernel.shutdown(close_backend=False)
+
+
+@pytest.fixture()
+def client(served) -> openai.OpenAI:
+    _, server = served
+    return openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=300)
+
+
+@pytest.fixture()
+def model(served) -> str:
+    return plain_model_name(served[0])
+
+
+def _post(served, path: str, content: bytes, key: str | None = KEY) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx.post(served[1].url + path, content=content, headers=headers, timeout=300)
+
+
+def _assert_serving(client: openai.OpenAI) -> None:
+    assert {m.id for m in client.models.list()} >= {OS_MODEL}
+
+
+def test_models_are_the_plain_model_and_the_os(client, model):
+    assert [m.id for m in client.models.list()] == [model, OS_MODEL]
+
+
+def test_a_streamed_answer_joins_into_the_plain_one(client, model):
+    messages = [{"role": "user", "content": "Name three primary colours."}]
+    plain = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=40)
+    text = plain.choices[0].message.content
+    assert text.strip()
+    assert plain.choices[0].finish_reason in ("stop", "length")
+    assert 0 < plain.usage.completion_tokens <= 40
+    assert plain.usage.prompt_tokens > 5
+    assert plain.usage.total_tokens == plain.usage.prompt_tokens + plain.usage.completion_tokens
+
+    stream = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=40,
+                                            stream=True, stream_options={"include_usage": True})
+    chunks = list(stream)
+    joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert joined == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == plain.choices[0].finish_reason
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+
+
+def test_max_tokens_stops_at_length(client, model):
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Count from 1 to 100, one number a line."}],
+        temperature=0, max_completion_tokens=5)
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 5
+
+
+def test_stop_sequence_cuts_the_answer(client, model):
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Count from 1 to 10, separated by commas."}],
+        temperature=0, max_tokens=60, stop=["5"])
+    text = reply.choices[0].message.content
+    assert "4" in text and "5" not in text and "6" not in text
+
+
+def test_response_format_json_schema(client, model):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+              "required": ["city", "population"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model=model, temperature=0, max_tokens=80,
+        messages=[{"role": "user", "content": "Give the largest city of Japan and its population as JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": schema}})
+    value = json.loads(reply.choices[0].message.content)
+    assert set(value) == {"city", "population"}
+    assert isinstance(value["city"], str) and isinstance(value["population"], int)
+
+
+def test_a_schema_llama_cpp_cannot_compile_is_a_400(client, model):
+    # a minLength over the grammar's bound: no grammar can be made, so it never reaches llama.cpp
+    schema = {"type": "object", "properties": {"essay": {"type": "string", "minLength": 100000}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "Write."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "essay", "schema": schema}})
+    assert caught.value.body["code"] == "invalid_schema"
+    _assert_serving(client)
+
+
+def test_embeddings(client):
+    texts = ["The cat sat on the mat.", "A kitten rested on the rug.", "Quarterly tax filing deadlines."]
+    result = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # base64 on the wire
+    vectors = [d.embedding for d in result.data]
+    assert [len(v) for v in vectors] == [384] * 3
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))  # noqa: E731
+    assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2])
+    assert result.usage.prompt_tokens > len(texts)
+    floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], encoding_format="float")
+    assert floats.data[0].embedding == pytest.approx(vectors[0], abs=1e-6)
+
+
+def test_the_os_answers_with_its_calculator(served, client):
+    kernel, _ = served
+    calls: list[events.SyscallFinished] = []
+    unsubscribe = kernel.bus.subscribe(lambda e: calls.append(e) if isinstance(e, events.SyscallFinished) else None)
+    try:
+        reply = client.chat.completions.create(
+            model=OS_MODEL, messages=[{"role": "user", "content": "What is 1234 * 5678?"}])
+    finally:
+        unsubscribe()
+    assert [(c.device, c.ok) for c in calls] == [("calculator", True)]
+    assert "7006652" in reply.choices[0].message.content.replace(",", "")
+    assert reply.usage.completion_tokens > 0
+
+
+def test_raw_completions_plain_and_streamed(client, model):
+    prompt = "def fibonacci(n):\n"
+    plain = client.completions.create(model=model, prompt=prompt, max_tokens=24, temperature=0)
+    assert plain.choices[0].text.strip()
+    assert plain.usage.completion_tokens <= 24
+    streamed = "".join(c.choices[0].text for c in
+                       client.completions.create(model=model, prompt=prompt, max_tokens=24, temperature=0, stream=True)
+                       if c.choices)
+    assert streamed == plain.choices[0].text
+
+
+def test_requests_are_api_processes_removed_when_done(served, client, model):
+    kernel, _ = served
+    created: list[events.ProcessCreated] = []
+    ended = threading.Event()
+
+    def observe(event: events.Event) -> None:
+        if isinstance(event, events.ProcessCreated):
+            created.append(event)
+        elif isinstance(event, events.ProcessStateChanged) and created and event.pid == created[0].pid \
+                and event.new == "done":
+            ended.set()
+
+    unsubscribe = kernel.bus.subscribe(observe)
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert ended.wait(5.0), "the request's process did not end"
+    finally:
+        unsubscribe()
+    assert len(created) == 1
+    assert created[0].priority == "api" and created[0].name.startswith("api 127.0.0.1:")
+    assert created[0].pid not in {p["pid"] for p in kernel.processes()}
+
+
+def test_a_client_that_disconnects_mid_stream_has_its_process_killed(served, client, model):
+    kernel, server = served
+    pids: list[int] = []
+    gone = threading.Event()
+
+    def observe(event: events.Event) -> None:
+        if isinstance(event, events.ProcessCreated) and event.priority == "api":
+            pids.append(event.pid)
+        elif isinstance(event, events.ProcessStateChanged) and pids and event.pid == pids[0] and event.new == "done":
+            gone.set()
+
+    unsubscribe = kernel.bus.subscribe(observe)
+    try:
+        body = {"model": model, "stream": True, "max_tokens": 2000, "temperature": 0,
+                "messages": [{"role": "user", "content": "Write a very long story about a lighthouse."}]}
+        with httpx.stream("POST", server.url + "/chat/completions", json=body,
+                          headers={"authorization": f"Bearer {KEY}"}, timeout=300) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            while not next(lines).startswith("data: {") or len(pids) == 0:
+                pass
+            assert kernel.processes()[-1]["pid"] == pids[0]  # running, while the client reads
+        # the connection is closed here, mid-answer
+        assert gone.wait(1.0), "the process outlived its client by more than a second"
+    finally:
+        unsubscribe()
+    assert pids[0] not in {p["pid"] for p in kernel.processes()}
+    _assert_serving(client)
+
+
+def test_bad_input_gets_its_status_and_the_server_stays_up(served, client, model):
+    broken = _post(served, "/chat/completions", b'{"model": "x", "messages": [')
+    assert broken.status_code == 400 and broken.json()["error"]["code"] == "invalid_json"
+
+    bad_type = _post(served, "/chat/completions", json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}).encode())
+    assert bad_type.status_code == 400 and bad_type.json()["error"]["param"] == "temperature"
+
+    huge = _post(served, "/chat/completions", b" " * (257 * 1024))
+    assert huge.status_code == 413
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=served[1].url, api_key="wrong", max_retries=0).models.list()
+    assert _post(served, "/embeddings", b"{}", key=None).status_code == 401
+
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    assert unknown.value.body["code"] == "model_not_found"
+
+    too_long = " ".join(["lighthouse"] * 9000)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": too_long}])
+    assert caught.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as caught:  # streamed: still a status, before any event
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": too_long}], stream=True)
+    assert caught.value.body["code"] == "context_length_exceeded"
+
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say OK."}],
+                                           max_tokens=4)
+    assert reply.choices[0].message.content
+
+
+def test_a_non_loopback_bind_without_a_key_is_refused():
+    with pytest.raises(ServeError, match="without an API key"):
+        check_bind("0.0.0.0", None)
+    check_bind("0.0.0.0", "a-key")
+    check_bind("127.0.0.1", None)
+    check_bind("::1", None)
+
+
+def test_the_cli_refuses_a_public_bind_without_a_key(capsys):
+    from llmos.app.cli import main
+
+    assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "without an API key" in err[0]
