@@ -74,7 +74,8 @@ def shut_down_kernels_on(backend: Any) -> int:
     backend is closed, no kernel thread may be using it. Returns how many there were."""
     from llmos.kernel.loop import Kernel
 
-    leaked = [k for k in gc.get_objects() if isinstance(k, Kernel) and _uses(k, backend)
+    # by type, not isinstance: gc also holds dead weak proxies, which raise when asked their class
+    leaked = [k for k in gc.get_objects() if issubclass(type(k), Kernel) and _uses(k, backend)
               and k._thread is not None and k._thread.is_alive()]
     for kernel in leaked:
         kernel.shutdown(close_backend=False)
