@@ -120,19 +120,20 @@ def merge(passages: Sequence[Passage]) -> list[Passage]:
     return merged
 
 
-def fit(texts: Sequence[str], budget_chars: int) -> list[str]:
-    """The texts, best first, that fit ``budget_chars`` together; a text that does not fit is
-    passed over for shorter ones after it; when not even the first fits, it is cut at a word."""
-    kept: list[str] = []
+def fit(texts: Sequence[str], budget_chars: int) -> list[tuple[int, str]]:
+    """``(index, text)`` of the texts, best first, that fit ``budget_chars`` together; a text that
+    does not fit is passed over for shorter ones after it; when not even the first fits, it is
+    cut at a word."""
+    kept: list[tuple[int, str]] = []
     used = 0
-    for text in texts:
+    for index, text in enumerate(texts):
         if used + len(text) <= budget_chars:
-            kept.append(text)
+            kept.append((index, text))
             used += len(text)
         elif not kept:
             cut = text[: max(0, budget_chars - 3)].rsplit(" ", 1)[0]
             if cut:
-                kept.append(cut + "...")
+                kept.append((index, cut + "..."))
                 used += len(cut) + 3
     return kept
 
