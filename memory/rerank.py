@@ -17,7 +17,8 @@ chunk there):
 section that follow each other when both were kept, so a clause cut at a chunk boundary comes
 back whole; :func:`fit` keeps the best passages that fit the budget. A question is taken as
 about the documents (:func:`about_documents`) when a kept passage holds at least ``TOPIC_FLOOR``
-of its content words: "hello" brings no passage, whatever its cosine. The weights and floor were chosen on ``bench/data/docqa_tuning.json`` (texts the benchmark's
+of its content words, or when it names a passage's file: "hello" brings no passage, whatever its
+cosine. The weights and floor were chosen on ``bench/data/docqa_tuning.json`` (texts the benchmark's
 question set does not use).
 """
 
@@ -63,6 +64,7 @@ class Passage:
     vector: float = 0.0
     lexical: float = 0.0
     ids: tuple[str, ...] = field(default=())
+    names_file: bool = False  # the question names this passage's file ("according to my lease")
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -83,21 +85,21 @@ def rerank(query: str, hits: Sequence[Any], vectors: Any, query_vector: Any) -> 
     from pathlib import PurePath
 
     words = set(content_words(query))
-    holding = [set(tokenize(hit.text)) | set(tokenize(PurePath(str(hit.metadata.get("source", ""))).name))
-               for hit in hits]
+    names = [set(tokenize(PurePath(str(hit.metadata.get("source", ""))).name)) for hit in hits]
+    holding = [set(tokenize(hit.text)) | name for hit, name in zip(hits, names)]
     n = len(hits)
     idf = {w: math.log(1.0 + (n + 0.5) / (sum(w in h for h in holding) + 0.5)) for w in words}
     total = sum(idf.values())
     cosines = np.asarray(vectors, dtype=np.float32) @ np.asarray(query_vector, dtype=np.float32)
     top = max(hit.score for hit in hits) or 1.0
     passages = []
-    for hit, held, cosine in zip(hits, holding, cosines):
+    for hit, held, name, cosine in zip(hits, holding, names, cosines):
         lexical = sum(weight for w, weight in idf.items() if w in held) / total if total else 0.0
         meta = hit.metadata
         score = float(cosine) + LEXICAL_WEIGHT * lexical + FUSED_WEIGHT * hit.score / top
         passages.append(Passage(
             str(meta.get("source", "")), str(meta.get("section", "") or ""), (int(meta.get("chunk", 0)),),
-            hit.text, score, float(cosine), lexical, (hit.id,)))
+            hit.text, score, float(cosine), lexical, (hit.id,), bool(words & name)))
     passages.sort(key=lambda p: -p.score)
     return passages
 
@@ -113,7 +115,8 @@ def merge(passages: Sequence[Passage]) -> list[Passage]:
             merged[-1] = Passage(
                 last.source, last.section, last.chunks + passage.chunks,
                 last.text + "\n\n" + _body(passage.text, passage.section), max(last.score, passage.score),
-                max(last.vector, passage.vector), max(last.lexical, passage.lexical), last.ids + passage.ids)
+                max(last.vector, passage.vector), max(last.lexical, passage.lexical), last.ids + passage.ids,
+                last.names_file or passage.names_file)
         else:
             merged.append(passage)
     merged.sort(key=lambda p: -p.score)
@@ -148,5 +151,6 @@ def select(passages: Sequence[Passage], keep: int = KEEP) -> list[Passage]:
 
 
 def about_documents(passages: Sequence[Passage]) -> bool:
-    """Is the question about the documents: does a passage hold enough of its content words?"""
-    return any(p.lexical >= TOPIC_FLOOR for p in passages)
+    """Is the question about the documents: does it name a passage's file, or does a passage
+    hold enough of its content words?"""
+    return any(p.names_file or p.lexical >= TOPIC_FLOOR for p in passages)

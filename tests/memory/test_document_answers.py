@@ -11,9 +11,9 @@ import pytest
 from llmos.kernel.backends.scripted import ScriptedBackend
 from llmos.kernel.devices import Untrusted
 from llmos.kernel.loop import Kernel
-from llmos.kernel.paging import RECALL_CALL, RECALL_HEADER
+from llmos.kernel.paging import RECALL_CALL, RECALL_HEADER, grounded
 from llmos.kernel.registry import DeviceRegistry
-from llmos.kernel.turn import DOCUMENTS_NOTE
+from llmos.kernel.turn import DOCUMENTS_NOTE, UNGROUNDED_NOTE
 from llmos.memory.disk import DiskStore, Hit
 from llmos.memory.ingest import ingest
 from llmos.memory.pager import DiskPager, passage
@@ -108,6 +108,14 @@ def test_a_question_shares_no_content_word_with_the_passages_is_not_about_the_do
     assert about_documents([Passage("/d/lease", "", (0,), "text", 1.0, 0.6, 0.5)])
 
 
+def test_an_answer_is_grounded_when_the_passages_hold_the_words_it_adds():
+    question = "How much is the rent a month, according to my lease?"
+    assert grounded("The rent is 1,150 euros a month [lease, 1. Rent].", question, [LEASE])
+    assert not grounded("The rent is 1,400 dollars, due every Friday.", question, [LEASE])
+    assert grounded("That is not in your documents.", question, [LEASE])
+    assert grounded("The rent.", question, [LEASE])  # nothing added to the question: nothing to check
+
+
 # --- fast, on a real store: the pager and the page-in --------------------------------------
 
 
@@ -147,6 +155,29 @@ def test_passages_come_with_the_note_to_cite_them_and_say_when_they_do_not_hold_
     assert "three months" in prompt[block:]
 
 
+def _turn(store: Path, reply: str, question: str) -> str:
+    kernel = Kernel(ScriptedBackend([reply]), DeviceRegistry(), pager=DiskPager(store)).start()
+    try:
+        pid = kernel.spawn("chat")
+        return kernel.submit(pid, question).result(30).answer
+    finally:
+        kernel.shutdown()
+
+
+def test_an_answer_the_passages_do_not_bear_out_is_marked_not_in_the_documents(lease_store):
+    question = "What colour must the front door be painted, according to the lease?"
+    guess = "The front door must be painted bright orange every spring."
+    assert _turn(lease_store, f"ANSWER: {guess}", question) == guess + UNGROUNDED_NOTE
+    assert "not in your documents" in UNGROUNDED_NOTE.lower()
+    right = "Three months' notice in writing [lease, Tenancy agreement > 3. Notice]."
+    assert _turn(lease_store, f"ANSWER: {right}", "How much notice ends the tenancy?") == right
+
+
+def test_an_answer_to_a_question_not_about_the_documents_is_left_alone(lease_store):
+    assert _turn(lease_store, "ANSWER: Bright orange paint, twice a year.", "hello, how are you?") == \
+        "Bright orange paint, twice a year."
+
+
 # --- the real model ----------------------------------------------------------------------------
 
 
@@ -163,6 +194,7 @@ def _ask(real_backend, store: Path, question: str) -> str:
 
 
 @pytest.mark.model
+@pytest.mark.timeout(1800)  # the load includes the decision calibration: slow on a busy machine
 def test_real_model_answers_from_a_file_without_an_extension_and_cites_it(real_backend, lease_store):
     answer = _ask(real_backend, lease_store, "How much is the rent a month, according to my lease?")
     assert "1,150" in answer or "1150" in answer, answer
@@ -170,6 +202,7 @@ def test_real_model_answers_from_a_file_without_an_extension_and_cites_it(real_b
 
 
 @pytest.mark.model
+@pytest.mark.timeout(1800)
 def test_real_model_says_a_fact_is_not_in_the_documents(real_backend, lease_store):
     answer = _ask(real_backend, lease_store, "What colour must the tenant paint the front door, according to my lease?")
     assert "not in your documents" in answer.lower(), answer
