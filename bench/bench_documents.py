@@ -155,7 +155,7 @@ def _answers(ctx: "BenchContext", pager: Any, questions: list[dict[str, Any]], u
             ctx.backend().release(pid)
 
     try:
-        kernel.wait_ready(600)
+        kernel.wait_ready(1800)  # the load includes the decision calibration: slow on a busy machine
         for number, item in enumerate(questions, 1):
             answer = ask(item["q"])
             ok = holds(answer, item["answer"])
