@@ -120,6 +120,27 @@ def grounded(answer: str, question: str, passages: list[str], share: float = GRO
     return len(added & held) >= share * len(added)
 
 
+_FROM = re.compile(r"From the file (.+?)(?: \[(.+?)\])?: ")
+
+
+def citation(answer: str, question: str, passages: list[str]) -> str:
+    """``[file, section]`` of the passage that holds most of what the answer adds to the question
+    (the best ranked on a tie), or "" when the answer names a passage's file already."""
+    best, best_held = "", -1
+    added = _telling_words(answer) - _telling_words(question)
+    for text in passages:
+        found = _FROM.match(text)
+        if found is None:
+            continue
+        name, section = found.group(1), found.group(2)
+        if name.lower() in answer.lower():
+            return ""
+        held = len(added & _telling_words(text))
+        if held > best_held:
+            best, best_held = f"[{name}, {section}]" if section else f"[{name}]", held
+    return best
+
+
 def recall_message(texts: list[str]) -> Message:
     lines = "\n".join(f"- {text}" for text in texts)
     return Message("system", f"{RECALL_HEADER}\n{lines}")

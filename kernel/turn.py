@@ -20,7 +20,9 @@ from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_message
 from .devices import Untrusted
-from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, grounded, pages_of, recall_message
+from .paging import (
+    RECALL_CALL, Pager, PagingRecord, RamReport, citation, fit, grounded, pages_of, recall_message,
+)
 from .registry import DeviceRegistry
 from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
@@ -126,6 +128,17 @@ def page_in(svc: TurnServices, proc: Process, query: str) -> list[str]:
         _paged(svc, proc, PagingRecord("in", "relevant to the new request", len(own) + len(outside),
                                        summaries=tuple([*own, *(str(t.value) for t in outside)])))
     return [str(t.value) for t in outside]
+
+
+def document_check(answer: str, question: str, passages: list[str]) -> str:
+    """What the OS adds to an answer given with passages of documents: the note that they do not
+    bear it out (a guess), or the citation of the passage it came from when it names none."""
+    if not passages or not answer or NOT_IN_DOCUMENTS[8:-1].lower() in answer.lower():
+        return ""
+    if not grounded(answer, question, passages):
+        return UNGROUNDED_NOTE
+    cited = citation(answer, question, passages)
+    return f" {cited}" if cited else ""
 
 
 def _paged(svc: TurnServices, proc: Process, record: PagingRecord) -> None:
@@ -255,9 +268,10 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             max_tokens=opts.max_answer_tokens, on_piece=on_answer_piece,
         )
         answer = text.strip()
-        if passages and answer and not grounded(answer, user_text, passages):  # a guess, not the documents
-            on_answer_piece(UNGROUNDED_NOTE)
-            answer += UNGROUNDED_NOTE
+        addition = document_check(answer, user_text, passages)
+        if addition:
+            on_answer_piece(addition)
+            answer += addition
         append(svc, proc, Message("assistant", answer))
         return _result(proc, answer, syscalls, started, clock, answer_tokens[0])
     return _result(proc, "", syscalls, started, clock, answer_tokens[0])

@@ -173,6 +173,12 @@ def test_an_answer_the_passages_do_not_bear_out_is_marked_not_in_the_documents(l
     assert _turn(lease_store, f"ANSWER: {right}", "How much notice ends the tenancy?") == right
 
 
+def test_an_answer_from_the_passages_that_names_no_file_gets_the_citation_of_its_passage(lease_store):
+    answer = _turn(lease_store, "ANSWER: The landlord must give 24 hours' notice.",
+                   "How much notice must the landlord give before visiting the flat?")
+    assert answer == "The landlord must give 24 hours' notice. [lease, Tenancy agreement > 3. Notice]"
+
+
 def test_an_answer_to_a_question_not_about_the_documents_is_left_alone(lease_store):
     assert _turn(lease_store, "ANSWER: Bright orange paint, twice a year.", "hello, how are you?") == \
         "Bright orange paint, twice a year."
