@@ -14,6 +14,7 @@ The kernel only knows the :class:`Pager` Protocol; the disk behind it lives in `
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from .process import Message
 
 RECALL_HEADER = "Recalled from long-term memory (earlier conversations; may be out of date):"
 RECALL_CALL = "memory.recall"  # the call a paged-in untrusted passage is shown as the result of
+GROUNDED_SHARE = 0.5  # of the words an answer adds, the share the passages must hold (see grounded)
 
 
 @runtime_checkable
@@ -92,6 +94,51 @@ def fit(messages: list[Message], pinned: int, budget: int, count: Callable[[list
         evicted.append(turns.pop(0))
     kept = [*head, *(m for t in turns for m in t)]
     return kept, (Eviction(evicted, before, count(kept)) if evicted else None)
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _telling_words(text: str) -> set[str]:
+    """Words that carry content: four letters or more, or with a digit (a plural's s dropped)."""
+    words = set()
+    for word in _WORD.findall(text.lower()):
+        if len(word) >= 4 or any(c.isdigit() for c in word):
+            words.add(word[:-1] if len(word) > 4 and word.endswith("s") and not word.endswith("ss") else word)
+    return words
+
+
+def grounded(answer: str, question: str, passages: list[str], share: float = GROUNDED_SHARE) -> bool:
+    """Do the passages bear the answer out: of the telling words the answer adds to the question,
+    are at least ``share`` found in them? (An answer that says it is not there is grounded.)"""
+    if "not in your documents" in answer.lower():
+        return True
+    added = _telling_words(answer) - _telling_words(question)
+    if not added:
+        return True
+    held = _telling_words(" ".join(passages))
+    return len(added & held) >= share * len(added)
+
+
+_FROM = re.compile(r"From the file (.+?)(?: \[(.+?)\])?: ")
+
+
+def citation(answer: str, question: str, passages: list[str]) -> str:
+    """``[file, section]`` of the passage that holds most of what the answer adds to the question
+    (the best ranked on a tie), or "" when the answer names a passage's file already."""
+    best, best_held = "", -1
+    added = _telling_words(answer) - _telling_words(question)
+    for text in passages:
+        found = _FROM.match(text)
+        if found is None:
+            continue
+        name, section = found.group(1), found.group(2)
+        if name.lower() in answer.lower():
+            return ""
+        held = len(added & _telling_words(text))
+        if held > best_held:
+            best, best_held = f"[{name}, {section}]" if section else f"[{name}]", held
+    return best
 
 
 def recall_message(texts: list[str]) -> Message:

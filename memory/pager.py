@@ -91,30 +91,44 @@ class DiskPager:
             self._pending.append(self._writer.submit(self._write, conversation, summaries, untrusted))
         return summaries
 
+    def passages(self, query: str) -> list[Any]:
+        """The passages of the user's documents that a question about them needs, best first
+        (reranked, neighbours merged: :mod:`llmos.memory.rerank`); none when it is not about them."""
+        from . import rerank
+
+        store = self._disk()
+        hits = store.search(query, k=rerank.CANDIDATES, collection="documents")
+        if not hits or max(h.similarity or 0.0 for h in hits) < MIN_SIMILARITY:
+            return []
+        embedder = store.embedder_for("documents")
+        vectors = embedder.embed_array([hit.text for hit in hits])
+        chosen = rerank.select(rerank.rerank(query, hits, vectors, embedder.embed_array([query])[0]))
+        return chosen if rerank.about_documents(chosen) else []
+
     def page_in(self, conversation: str, query: str, budget_chars: int) -> list[Any]:
         """Relevant memories as text; passages of ingested documents as :class:`Untrusted`, each
-        naming its file (so the answer can name it too)."""
+        naming its file and section (so the answer can cite them). Passages come first, memories
+        after, as many of both as fit ``budget_chars``."""
         from llmos.kernel.devices import Untrusted
 
+        from .rerank import fit
+
         self.flush()
-        hits = self._disk().search(query, k=5, collection="all")
+        items: list[tuple[str, bool, str]] = []  # (text, untrusted, source)
+        for found in self.passages(query):
+            items.append((passage(found), True, found.source))
+        for hit in self._disk().search(query, k=5, collection="memories"):
+            if hit.similarity is not None and hit.similarity >= MIN_SIMILARITY:
+                source = str(hit.metadata.get("source", ""))
+                if hit.metadata.get("provenance") == "untrusted":  # a memory stored after untrusted content
+                    items.append((f"(untrusted memory, stored after reading {source or 'untrusted content'}) "
+                                  f"{hit.text}", True, source))
+                else:
+                    items.append((hit.text, False, source))
         texts: list[Any] = []
-        used = 0
-        for hit in hits:
-            if hit.similarity is None or hit.similarity < MIN_SIMILARITY:
-                continue
-            text = passage(hit) if hit.collection == "documents" else hit.text
-            if used + len(text) > budget_chars:
-                if texts:
-                    continue  # a shorter one further down may still fit
-                text = text[: max(0, budget_chars - 3)].rsplit(" ", 1)[0] + "..."  # the best one, cut
-                if len(text) <= 3:
-                    break
-            untrusted = hit.collection == "documents" or hit.metadata.get("provenance") == "untrusted"
-            if untrusted and hit.collection != "documents":  # a memory stored after untrusted content
-                text = f"(untrusted memory, stored after reading {hit.metadata.get('source', 'untrusted content')}) {text}"
-            texts.append(Untrusted(text, source=str(hit.metadata.get("source", ""))) if untrusted else text)
-            used += len(text)
+        for index, text in fit([text for text, _, _ in items], budget_chars):
+            _, untrusted, source = items[index]
+            texts.append(Untrusted(text, source=source) if untrusted else text)
         return texts
 
 
