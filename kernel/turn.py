@@ -22,7 +22,8 @@ from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_m
 from .devices import Untrusted
 from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
-from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
+from .syscalls.claims import Claim, Gate, find_claim, not_done, results_of
+from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.protocol import (
     NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
@@ -42,6 +43,11 @@ class TurnOptions:
     max_call_tokens: int = 200
     ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
     recall_chars: int = 1000  # how much recalled memory is paged in before a turn (a document chunk fits)
+    # What the decision reads: "turn" (the boot messages and this turn's messages: pages brought
+    # in for it, the request, this turn's calls and results) or "conversation" (everything, the
+    # design before: earlier answers given without a call taught it to answer; docs/decisions.md)
+    decision_context: str = "turn"
+    check_claims: bool = True  # catch answers presenting a device result this turn did not produce
 
 
 @dataclass
@@ -176,23 +182,44 @@ def _generate(
     return "".join(text), stream.stats.generated_tokens
 
 
+def decision_prompt(svc: TurnServices, proc: Process, first: Message) -> tuple[int, str]:
+    """(pid to score under, prompt) for this round's decision, ``first`` the turn's first message.
+
+    On the turn's own context the decision sees what the calibration saw (the boot messages, then
+    the request), whatever the conversation's length. It is scored under ``DECISION_PID``, so the
+    process's own context (the whole conversation) stays in the backend for the answer.
+    """
+    if svc.options.decision_context == "conversation":
+        return proc.pid, render(proc.messages)
+    start = next(i for i, m in enumerate(proc.messages) if m is first)
+    return DECISION_PID, render([*proc.messages[:proc.pinned], *proc.messages[max(start, proc.pinned):]])
+
+
 def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
     opts = svc.options
     started = time.monotonic()
+    before = len(proc.messages)
     page_in(svc, proc, user_text)
     append(svc, proc, Message("user", user_text))
+    first = proc.messages[before]  # the turn's first message (a page brought in, or the request)
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
     seen_calls: set[str] = set()
     clock = _AnswerClock()
     answer_tokens = [0]
 
+    last_piece = [""]
+
     def on_answer_piece(piece: str) -> None:
         clock.tick()
+        last_piece[0] = piece or last_piece[0]
         svc.emit(events.Token(proc.pid, piece))
 
     call_id = 0
+    forced: str | None = None  # a call the answer claimed without making it: made in the next round
+    forced_result: SyscallResult | None = None
+    shown = ""  # what the answer had shown before a forced call
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
             break
@@ -201,22 +228,31 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         may_call = round_no < opts.max_rounds and call_names
         parsed: ParsedCall | None = None
         if may_call and svc.backend.supports_scoring:
-            decision = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
-            svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
-            yield Yield.SLICE
-            if decision.call is not None:
-                _, call = svc.registry.resolve(decision.call)
+            if forced is not None:
+                chosen: str | None = forced
+            else:
+                decide_pid, decide_on = decision_prompt(svc, proc, first)
+                decision = decide(svc.backend, decide_pid, decide_on, call_names, opts.decision_threshold,
+                                  svc.calibration)
+                svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
+                yield Yield.SLICE
+                chosen = decision.call
+            if chosen is not None:
+                _, call = svc.registry.resolve(chosen)
                 raw, _ = yield from _generate(
-                    svc, proc, f"{prompt}{CALL_PREFIX} {decision.call} ",
+                    svc, proc, f"{prompt}{CALL_PREFIX} {chosen} ",
                     max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
                 )
                 arguments, error = parse_arguments(raw)
-                parsed = ParsedCall(decision.call, arguments, error)
+                parsed = ParsedCall(chosen, arguments, error)
         elif may_call:
             # A backend that cannot score: let the model write freely and read what it wrote.
             raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)
             reply = parse_reply(raw)
             if isinstance(reply, str):
+                claim = _claim_check(svc, proc, first, user_text)(reply) if opts.check_claims else None
+                if claim is not None:  # this backend cannot be made to call: say it did not happen
+                    reply = f"{reply[:claim.start].strip()} {not_done(claim)}".strip()
                 clock.tick()
                 svc.emit(events.Token(proc.pid, reply))
                 append(svc, proc, Message("assistant", reply))
@@ -229,16 +265,79 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 call_id += 1
                 result = yield from _syscall(svc, proc, parsed, call_id)
                 syscalls.append(result.as_dict())
+                if forced is not None:
+                    forced, forced_result = None, result
                 continue
+        forced = None
         # Answer.
-        text, answer_tokens[0] = yield from _generate(
-            svc, proc, f"{render(proc.messages)}{ANSWER_PREFIX}",
-            max_tokens=opts.max_answer_tokens, on_piece=on_answer_piece,
-        )
-        answer = text.strip()
+        answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens)
+        if claim is not None:
+            if (claim.call in call_names and forced_result is None and round_no < opts.max_rounds
+                    and svc.backend.supports_scoring and not proc.stop_requested):
+                # The answer presented a result of a call that did not run: make the call, answer again.
+                log.info("process %d: the answer claimed %s without the call (%r): calling it",
+                         proc.pid, claim.call, claim.evidence)
+                forced, shown = claim.call, answer
+                continue
+            # Nothing to back it with (or the call was made and the answer still claims otherwise).
+            log.info("process %d: the answer claimed %s (%r): replaced", proc.pid, claim.call, claim.evidence)
+            backed = forced_result is not None and forced_result.ok
+            tail = forced_result.text() if backed and forced_result is not None else not_done(claim)
+            on_answer_piece(f" {tail}" if last_piece[0][-1:].strip() else tail)
+            answer = f"{answer} {tail}".strip()
+        answer = f"{shown} {answer}".strip() if shown else answer
         append(svc, proc, Message("assistant", answer))
         return _result(proc, answer, syscalls, started, clock, answer_tokens[0])
     return _result(proc, "", syscalls, started, clock, answer_tokens[0])
+
+
+class _ClaimFound(Exception):
+    """Raised from the answer's piece callback to stop generating once a claim is found."""
+
+
+def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str) -> Callable[[str], Claim | None]:
+    """The claim check of this turn: results produced before ``first`` (the turn's first message)
+    and since, and every call the kernel can make."""
+    start = next(i for i, m in enumerate(proc.messages) if m is first)
+    earlier = results_of(proc.messages[proc.pinned:start])
+    this_turn = results_of(proc.messages[start:])
+    calls = {name: call.description for name, call in svc.registry.calls()}
+    return lambda text: find_claim(text, request, this_turn, earlier, calls)
+
+
+def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
+            on_piece: Callable[[str], None], tokens: list[int]) -> Task:
+    """Generate the answer; returns (text, None), or (the text before a claim, the claim).
+
+    With ``check_claims`` the stream passes a :class:`~.syscalls.claims.Gate`: nothing from a
+    claim's start is shown, and generation stops there."""
+    prompt = f"{render(proc.messages)}{ANSWER_PREFIX}"
+    if not svc.options.check_claims:
+        text, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
+                                               on_piece=on_piece)
+        return text.strip(), None
+    gate = Gate(_claim_check(svc, proc, first, request))
+
+    def piece(text: str) -> None:
+        out = gate.feed(text)
+        if out is None:
+            raise _ClaimFound
+        if out:
+            on_piece(out)
+
+    try:
+        _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
+                                            on_piece=piece)
+    except _ClaimFound:
+        pass
+    rest = gate.flush()
+    if rest is None and gate.claim is not None:
+        if gate.claim.start > gate.shown:
+            on_piece(gate.text[gate.shown:gate.claim.start])
+        return gate.safe.strip(), gate.claim
+    if rest:
+        on_piece(rest)
+    return gate.text.strip(), None
 
 
 def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int) -> Task:
