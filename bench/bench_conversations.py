@@ -60,6 +60,7 @@ class TurnOutcome:
     seconds: float
     value: str | None = None
     results: list[str] = field(default_factory=list)
+    switched_tokens: int = 0  # tokens evaluated at this turn's context switches
 
     @property
     def right(self) -> bool:
@@ -109,8 +110,9 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
     registry = DeviceRegistry.from_entry_points()
     registry.start(data)
     kernel = Kernel(backend, registry, options, pager=DiskPager(data / "devices" / "memory" / "chroma")).start()
-    decided: list[events.SyscallDecided] = []
-    kernel.bus.subscribe(lambda e: decided.append(e) if isinstance(e, events.SyscallDecided) else None)
+    decided: list[events.Event] = []
+    kernel.bus.subscribe(lambda e: decided.append(e) if isinstance(e, (events.SyscallDecided, events.ContextSwitched))
+                         else None)
     outcomes: list[TurnOutcome] = []
     started = time.monotonic()
     try:
@@ -122,9 +124,11 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
             result = kernel.submit(pid, turn["text"]).result(600)
             outcome = TurnOutcome(
                 position, turn["text"], turn["expect"], [f"{s['device']}.{s['call']}" for s in result.syscalls],
-                result.answer, [(d.call, d.margin, d.threshold) for d in decided if d.pid == pid],
+                result.answer, [(d.call, d.margin, d.threshold) for d in decided
+                                if isinstance(d, events.SyscallDecided) and d.pid == pid],
                 time.monotonic() - t0, turn.get("value"),
-                [str(s["result"] if s["ok"] else s["error"]) for s in result.syscalls])
+                [str(s["result"] if s["ok"] else s["error"]) for s in result.syscalls],
+                sum(d.evaluated_tokens for d in decided if isinstance(d, events.ContextSwitched)))
             outcomes.append(outcome)
             if log is not None:
                 log(describe(outcome))
@@ -138,18 +142,18 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
 
 
 def facts_stored(registry: Any, conversation: dict[str, Any]) -> int:
-    """How many of the facts asked to be remembered the store holds (through the memory device)."""
+    """How many of the facts asked to be remembered the store holds (asked through the memory device)."""
     _, recall = registry.resolve("memory.recall")
-    page = str(recall.fn(query="where is it", limit=20)).lower()
     facts = [t["fact"] for t in conversation["turns"] if t["expect"] == "memory.remember"]
-    return sum(1 for words in facts if all(w.lower() in page for w in words))
+    return sum(1 for words in facts
+               if all(w.lower() in str(recall.function(query=" ".join(words), limit=3)).lower() for w in words))
 
 
 def describe(t: TurnOutcome) -> str:
     rounds = "; ".join(f"{c or 'answer'} {m:+.2f}/{b:.2f}" for c, m, b in t.margins) or "-"
     flags = ("ok " if t.right else "BAD") + (" CLAIM" if t.false_claim else "") + (" HEAD" if t.head_arithmetic else "")
     return (f"{t.position:3} {flags:13} want {t.expect or 'answer':19} got {','.join(t.calls) or 'answer':19} "
-            f"[{rounds}] {t.seconds:5.1f}s | {t.text[:44]!r} -> {t.answer[:70]!r}")
+            f"[{rounds}] {t.seconds:5.1f}s {t.switched_tokens:5}tok | {t.text[:44]!r} -> {t.answer[:70]!r}")
 
 
 @dataclass
@@ -255,6 +259,7 @@ def main() -> int:
     parser.add_argument("--context", help="decision_context to use (overrides --before's)")
     parser.add_argument("--no-claims", action="store_true", help="no claim check")
     parser.add_argument("--turns", type=int, default=0, help="only the first N turns of each conversation")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: every core)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per turn")
     args = parser.parse_args()
     data = tempfile.mkdtemp(prefix="llmos-bench-data-")  # never the user's config or data directory
@@ -276,7 +281,8 @@ def main() -> int:
         from dataclasses import replace
 
         options = replace(options, check_claims=False)
-    backend = LlamaCppBackend(LlamaOptions(default_model_path(), n_ctx=8192))
+    threads = {"n_threads": args.threads} if args.threads else {}
+    backend = LlamaCppBackend(LlamaOptions(default_model_path(), n_ctx=8192, **threads))
     backend.load()
     log = (lambda line: print(line, flush=True)) if args.verbose else None
     print(measure(backend, conversations, options, log).line())

@@ -232,6 +232,11 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 chosen: str | None = forced
             else:
                 decide_pid, decide_on = decision_prompt(svc, proc, first)
+                if decide_pid != proc.pid:
+                    # Bring the process's own context up to this prompt first: the switch to the
+                    # decision's pid then saves it whole, and the call or answer that follows
+                    # resumes it from that snapshot instead of evaluating the conversation again.
+                    svc.backend.score(proc.pid, prompt, [ANSWER_PREFIX])
                 decision = decide(svc.backend, decide_pid, decide_on, call_names, opts.decision_threshold,
                                   svc.calibration)
                 svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
