@@ -23,7 +23,7 @@ from .devices import Untrusted
 from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
 from .syscalls.claims import Claim, Gate, find_claim, not_done, results_of
-from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, decide
+from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decision, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.protocol import (
     NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
@@ -43,10 +43,11 @@ class TurnOptions:
     max_call_tokens: int = 200
     ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
     recall_chars: int = 1000  # how much recalled memory is paged in before a turn (a document chunk fits)
-    # What the decision reads: "turn" (the boot messages and this turn's messages: pages brought
-    # in for it, the request, this turn's calls and results) or "conversation" (everything, the
-    # design before: earlier answers given without a call taught it to answer; docs/decisions.md)
-    decision_context: str = "turn"
+    # What the decision reads (decide_round): "turn" (the boot messages and this turn's messages:
+    # pages brought in for it, the request, this turn's calls and results), "conversation"
+    # (everything, the design before: earlier answers given without a call taught it to answer),
+    # or "both" (the turn's decision, else the conversation's if it calls); docs/decisions.md
+    decision_context: str = "both"
     check_claims: bool = True  # catch answers presenting a device result this turn did not produce
 
 
@@ -182,17 +183,32 @@ def _generate(
     return "".join(text), stream.stats.generated_tokens
 
 
-def decision_prompt(svc: TurnServices, proc: Process, first: Message) -> tuple[int, str]:
-    """(pid to score under, prompt) for this round's decision, ``first`` the turn's first message.
-
-    On the turn's own context the decision sees what the calibration saw (the boot messages, then
-    the request), whatever the conversation's length. It is scored under ``DECISION_PID``, so the
-    process's own context (the whole conversation) stays in the backend for the answer.
-    """
-    if svc.options.decision_context == "conversation":
-        return proc.pid, render(proc.messages)
+def turn_prompt(proc: Process, first: Message) -> str:
+    """The boot messages and this turn's messages only, ``first`` the turn's first message."""
     start = next(i for i, m in enumerate(proc.messages) if m is first)
-    return DECISION_PID, render([*proc.messages[:proc.pinned], *proc.messages[max(start, proc.pinned):]])
+    return render([*proc.messages[:proc.pinned], *proc.messages[max(start, proc.pinned):]])
+
+
+def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, call_names: list[str]) -> Decision:
+    """This round's decision, on the context ``TurnOptions.decision_context`` names.
+
+    "conversation": ``prompt``, the whole conversation (the design before: a history of answers
+    given without a call taught the model to answer). "turn": the boot messages and this turn
+    only, what the calibration saw, scored under ``DECISION_PID``. "both": the turn's decision,
+    or, when it answers, the whole conversation's, if that calls (a history of calls made is
+    evidence too). In every mode the process's own context is brought up to ``prompt`` first, so
+    the switch to ``DECISION_PID`` saves it whole and the call or answer that follows resumes it
+    from that snapshot instead of evaluating the conversation again.
+    """
+    opts = svc.options
+    whole = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
+    if opts.decision_context == "conversation":
+        return whole
+    own = decide(svc.backend, DECISION_PID, turn_prompt(proc, first), call_names, opts.decision_threshold,
+                 svc.calibration)
+    if own.call is None and whole.call is not None and opts.decision_context == "both":
+        return whole
+    return own
 
 
 def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
@@ -231,14 +247,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             if forced is not None:
                 chosen: str | None = forced
             else:
-                decide_pid, decide_on = decision_prompt(svc, proc, first)
-                if decide_pid != proc.pid:
-                    # Bring the process's own context up to this prompt first: the switch to the
-                    # decision's pid then saves it whole, and the call or answer that follows
-                    # resumes it from that snapshot instead of evaluating the conversation again.
-                    svc.backend.score(proc.pid, prompt, [ANSWER_PREFIX])
-                decision = decide(svc.backend, decide_pid, decide_on, call_names, opts.decision_threshold,
-                                  svc.calibration)
+                decision = decide_round(svc, proc, first, prompt, call_names)
                 svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
                 yield Yield.SLICE
                 chosen = decision.call
