@@ -22,7 +22,7 @@ from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_m
 from .devices import Untrusted
 from .paging import RECALL_CALL, Pager, PagingRecord, RamReport, fit, pages_of, recall_message
 from .registry import DeviceRegistry
-from .syscalls.claims import Claim, Gate, find_claim, not_done, results_of
+from .syscalls.claims import ClaimCheck, Gate, not_done, results_of
 from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decision, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.protocol import (
@@ -309,14 +309,14 @@ class _ClaimFound(Exception):
     """Raised from the answer's piece callback to stop generating once a claim is found."""
 
 
-def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str) -> Callable[[str], Claim | None]:
+def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str) -> ClaimCheck:
     """The claim check of this turn: results produced before ``first`` (the turn's first message)
     and since, and every call the kernel can make."""
     start = next(i for i, m in enumerate(proc.messages) if m is first)
     earlier = results_of(proc.messages[proc.pinned:start])
     this_turn = results_of(proc.messages[start:])
     calls = {name: call.description for name, call in svc.registry.calls()}
-    return lambda text: find_claim(text, request, this_turn, earlier, calls)
+    return ClaimCheck(request, this_turn, earlier, calls)
 
 
 def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
@@ -336,8 +336,8 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
         out = gate.feed(text)
         if out is None:
             raise _ClaimFound
-        if out:
-            on_piece(out)
+        for shown in out:
+            on_piece(shown)
 
     try:
         _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
@@ -349,8 +349,8 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
         if gate.claim.start > gate.shown:
             on_piece(gate.text[gate.shown:gate.claim.start])
         return gate.safe.strip(), gate.claim
-    if rest:
-        on_piece(rest)
+    for shown in rest or ():
+        on_piece(shown)
     return gate.text.strip(), None
 
 

@@ -27,13 +27,14 @@ few characters of a streaming answer, so a claim is caught before any of it is s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ..process import Message
 
 MIN_PREFIX = 8  # characters of a result's literal start that count as a copy of its format
 HOLD_CHARS = 24  # a streaming answer's tail held back until it cannot be the start of a claim
+WINDOW_CHARS = 64  # how far before the shown text a streaming check looks again
 
 _ID = re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.IGNORECASE)
 _NEGATION = re.compile(r"\b(not|n't|never|no|cannot|can't|didn't|won't|unable)\W+(\w+\W+){0,2}$", re.IGNORECASE)
@@ -99,48 +100,59 @@ def _affirmed(text: str, start: int) -> bool:
     return not _NEGATION.search(text[max(0, start - 40):start])
 
 
-def find_claim(
-    answer: str,
-    request: str,
-    this_turn: list[Produced],
-    earlier: list[Produced],
-    calls: dict[str, str],
-) -> Claim | None:
-    """The first claim in ``answer`` of a result no call of this turn produced, or None.
+class ClaimCheck:
+    """The claim check of one turn, built once: ``check(answer, since)`` is the first claim in
+    ``answer`` (scanning from ``since``) of a result no call of this turn produced, or None.
 
     ``this_turn``/``earlier``: results produced in this turn and before it; ``calls``: every call
     the kernel can make, with its description.
     """
-    ran = {p.call for p in this_turn}
-    produced_now = " ".join(p.text for p in this_turn).lower()
-    found: list[Claim] = []
-    lowered = answer.lower()
-    for p in earlier:
-        if p.call in ran:
-            continue
-        prefix = result_prefix(p.text)
-        at = lowered.find(prefix.lower()) if prefix else -1
-        if at >= 0 and _affirmed(answer, at):
-            found.append(Claim(p.call, at, answer[at:at + len(prefix)]))
-        for token in _ID.findall(p.text):
-            at = lowered.find(token.lower())
-            if at >= 0 and token.lower() not in produced_now:
-                found.append(Claim(p.call, at, token))
-    for call, description in calls.items():
-        if call in ran:
-            continue
-        for verb in action_verbs(call, description):
-            pattern = (rf"(^|[.!?]\s+|\bI(?:'ve| have)?\s+|\bhas been\s+|\bhave been\s+)({re.escape(_past(verb))})\b"
-                       rf"|\bI(?:'ll| will| shall)\s+({re.escape(verb)})\b")
-            for match in re.finditer(pattern, answer, re.IGNORECASE):
+
+    def __init__(self, request: str, this_turn: list[Produced], earlier: list[Produced],
+                 calls: dict[str, str]) -> None:
+        ran = {p.call for p in this_turn}
+        self.request = request.lower()
+        self.produced_now = " ".join(p.text for p in this_turn).lower()
+        self.prefixes = [(p.call, prefix.lower()) for p in earlier if p.call not in ran
+                         for prefix in [result_prefix(p.text)] if prefix]
+        self.ids = [(p.call, token.lower()) for p in earlier if p.call not in ran
+                    for token in _ID.findall(p.text) if token.lower() not in self.produced_now]
+        self.said = []
+        for call, description in calls.items():
+            if call in ran:
+                continue
+            for verb in action_verbs(call, description):
+                self.said.append((call, re.compile(
+                    rf"(^|[.!?]\s+|\bI(?:'ve| have)?\s+|\bhas been\s+|\bhave been\s+)({re.escape(_past(verb))})\b"
+                    rf"|\bI(?:'ll| will| shall)\s+({re.escape(verb)})\b", re.IGNORECASE)))
+
+    def __call__(self, answer: str, since: int = 0) -> Claim | None:
+        found: list[Claim] = []
+        lowered = answer.lower()
+        for call, prefix in self.prefixes:
+            at = lowered.find(prefix, since)
+            if at >= 0 and _affirmed(answer, at):
+                found.append(Claim(call, at, answer[at:at + len(prefix)]))
+        for call, token in self.ids:
+            at = lowered.find(token, since)
+            if at >= 0:
+                found.append(Claim(call, at, token))
+        for call, pattern in self.said:
+            for match in pattern.finditer(answer, since):
                 at = match.start(2) if match.group(2) else match.start(3)
                 if _affirmed(answer, match.start()):
                     found.append(Claim(call, at, match.group(0).strip()))
-    for match in _ID.finditer(answer):
-        token = match.group(0).lower()
-        if token not in produced_now and token not in request.lower():
-            found.append(Claim(None, match.start(), match.group(0)))
-    return min(found, key=lambda c: (c.start, c.call is None)) if found else None
+        for match in _ID.finditer(answer, since):
+            token = match.group(0).lower()
+            if token not in self.produced_now and token not in self.request:
+                found.append(Claim(None, match.start(), match.group(0)))
+        return min(found, key=lambda c: (c.start, c.call is None)) if found else None
+
+
+def find_claim(answer: str, request: str, this_turn: list[Produced], earlier: list[Produced],
+               calls: dict[str, str]) -> Claim | None:
+    """The first claim in ``answer`` (see :class:`ClaimCheck`), or None."""
+    return ClaimCheck(request, this_turn, earlier, calls)(answer)
 
 
 def not_done(claim: Claim) -> str:
@@ -150,37 +162,43 @@ def not_done(claim: Claim) -> str:
 
 
 class Gate:
-    """Holds back a streaming answer's last ``HOLD_CHARS`` characters until they cannot start a
-    claim; ``check`` is called on the whole text so far at every piece.
+    """Holds back a streaming answer's pieces until the last ``HOLD_CHARS`` characters after them
+    have come, so none can be the start of a claim; ``check`` runs on the text at every piece.
 
-    ``feed(piece)`` returns the text that may be shown now (possibly empty), or None once a claim
-    was found (``claim`` is then set, and nothing from the claim's start has been shown)."""
+    ``feed(piece)`` returns the pieces that may be shown now (possibly none, each as it came), or
+    None once a claim was found (``claim`` is then set, and nothing from its start was shown)."""
 
-    def __init__(self, check, hold: int = HOLD_CHARS) -> None:
+    def __init__(self, check: Callable[[str, int], Claim | None], hold: int = HOLD_CHARS) -> None:
         self._check = check
         self.hold = hold
         self.text = ""
-        self.shown = 0
+        self.shown = 0  # characters released
+        self._pending: list[str] = []
         self.claim: Claim | None = None
 
-    def feed(self, piece: str) -> str | None:
+    def _look(self) -> Claim | None:
+        # A claim is short: one that started before what was shown less WINDOW_CHARS was already seen.
+        self.claim = self.claim or self._check(self.text, max(0, self.shown - WINDOW_CHARS))
+        return self.claim
+
+    def feed(self, piece: str) -> list[str] | None:
         if self.claim is not None:
             return None
         self.text += piece
-        self.claim = self._check(self.text)
-        if self.claim is not None:
+        self._pending.append(piece)
+        if self._look() is not None:
             return None
-        upto = max(self.shown, len(self.text) - self.hold)
-        out, self.shown = self.text[self.shown:upto], upto
+        out: list[str] = []
+        while self._pending and self.shown + len(self._pending[0]) <= len(self.text) - self.hold:
+            out.append(self._pending.pop(0))
+            self.shown += len(out[-1])
         return out
 
-    def flush(self) -> str | None:
-        """At the end of the answer: the rest, or None when the whole text holds a claim."""
-        if self.claim is None:
-            self.claim = self._check(self.text)
-        if self.claim is not None:
+    def flush(self) -> list[str] | None:
+        """At the end of the answer: the pieces left, or None when the text holds a claim."""
+        if self._look() is not None:
             return None
-        out, self.shown = self.text[self.shown:], len(self.text)
+        out, self._pending, self.shown = self._pending, [], len(self.text)
         return out
 
     @property

@@ -16,7 +16,7 @@ from llmos.kernel.devices import Device, Example
 from llmos.kernel.loop import Kernel
 from llmos.kernel.process import Message
 from llmos.kernel.registry import DeviceRegistry
-from llmos.kernel.syscalls.claims import Gate, Produced, find_claim, result_prefix, results_of
+from llmos.kernel.syscalls.claims import ClaimCheck, Gate, Produced, find_claim, result_prefix, results_of
 from llmos.kernel.turn import TurnOptions
 
 CALLS = {"memory.remember": "Store a fact in long-term memory so it can be recalled later.",
@@ -64,16 +64,18 @@ def test_results_are_the_tool_messages_that_answer_a_call():
 
 
 def test_the_gate_never_shows_the_start_of_a_claim():
-    gate = Gate(lambda text: find_claim(text, "remember item 6", [], [FIRST], CALLS), hold=24)
+    check = ClaimCheck("remember item 6", [], [FIRST], CALLS)
+    gate = Gate(check, hold=24)
     shown = ""
     for piece in ["Sure", "! ", "Remem", "bered (id ", "aaaa00000001", "): item 6"]:
         out = gate.feed(piece)
         if out is None:
             break
-        shown += out
+        shown += "".join(out)
     assert gate.claim is not None and "Remem" not in shown and gate.safe == "Sure! "
-    plain = Gate(lambda text: None, hold=4)
-    assert plain.feed("Hello there") == "Hello t" and plain.flush() == "here"
+    plain = Gate(lambda text, since: None, hold=4)
+    assert plain.feed("Hello") == [] and plain.feed(" there, ") == ["Hello"] and plain.feed("friend") == [" there, "]
+    assert plain.flush() == ["friend"]
 
 
 def remembering_device(stored: list[str]) -> Device:
