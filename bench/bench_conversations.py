@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -137,6 +138,7 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
         kernel.shutdown(close_backend=False)
         for info in kernel.processes():
             backend.release(int(info["pid"]))
+        shutil.rmtree(data, ignore_errors=True)
     asked = sum(1 for t in conversation["turns"] if t["expect"] == "memory.remember")
     return ConversationOutcome(conversation["id"], outcomes, stored, asked, time.monotonic() - started)
 

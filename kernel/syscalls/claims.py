@@ -14,7 +14,8 @@ An answer *claims* a call's result when, and that call did not run in this turn:
   of that call holds and no result of this turn does;
 - it says, in the first person or as its first word, that it did the call's action: the verb of
   the call's name or of its description's first word, in the past ("remembered", "stored") or
-  promised ("I'll remember").
+  promised ("I'll remember");
+- it writes the protocol's call line itself ("CALL python.run {...}") as the answer.
 
 Also an id-shaped token that no result of this turn holds, and the request does not, is a claim
 (of no known call): ids are made by devices, never by the model.
@@ -121,6 +122,8 @@ class ClaimCheck:
         for call, description in calls.items():
             if call in ran:
                 continue
+            # the protocol's own call line, written as the answer: shown, it reads as a call made
+            self.said.append((call, re.compile(rf"()(\bCALL\s+{re.escape(call)})\b()")))
             for verb in action_verbs(call, description):
                 self.said.append((call, re.compile(
                     rf"(^|[.!?]\s+|\bI(?:'ve| have)?\s+|\bhas been\s+|\bhave been\s+)({re.escape(_past(verb))})\b"

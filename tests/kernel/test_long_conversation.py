@@ -45,6 +45,8 @@ def test_saying_the_action_was_done_is_a_claim_and_denying_it_or_chatting_is_not
                  "Your fact has been stored.", "Sure. Remembered: item 7 is in box 107."):
         claim = find_claim(said, "keys are in the drawer", [], [], CALLS)
         assert claim is not None and claim.call == "memory.remember", said
+    written = find_claim('CALL memory.remember {"text": "x"}', "note x", [], [], CALLS)
+    assert written is not None and written.call == "memory.remember" and written.start == 0
     for chat in ("The number 7 is remembered as lucky in many cultures.", "I have not stored anything.",
                  "What should I remember about Lisbon? Its trams.", "The product is 5612."):
         assert find_claim(chat, "Tell me about 7.", [], [], CALLS) is None, chat
