@@ -117,7 +117,7 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
     outcomes: list[TurnOutcome] = []
     started = time.monotonic()
     try:
-        kernel.wait_ready(300)
+        kernel.wait_ready(1200)  # the calibration at load: minutes on a busy machine
         pid = kernel.spawn("chat")
         for position, turn in enumerate(conversation["turns"], start=1):
             decided.clear()
