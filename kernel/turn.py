@@ -25,7 +25,8 @@ from .paging import (
     RECALL_CALL, Pager, PagingRecord, RamReport, citation, fit, grounded, pages_of, recall_message,
 )
 from .registry import DeviceRegistry
-from .syscalls.decide import DEFAULT_THRESHOLD, Calibration, decide
+from .syscalls.claims import ClaimCheck, Gate, not_done, results_of
+from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decision, decide
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.grammar import GrammarError
 from .syscalls.protocol import (
@@ -46,6 +47,12 @@ class TurnOptions:
     max_call_tokens: int = 200
     ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
     recall_chars: int = 3200  # how much recalled memory is paged in before a turn (~800 tokens: a few passages)
+    # What the decision reads (decide_round): "turn" (the boot messages and this turn's messages:
+    # pages brought in for it, the request, this turn's calls and results), "conversation"
+    # (everything, the design before: earlier answers given without a call taught it to answer),
+    # or "both" (the turn's decision, else the conversation's if it calls); docs/decisions.md
+    decision_context: str = "both"
+    check_claims: bool = True  # catch answers presenting a device result this turn did not produce
 
 
 @dataclass
@@ -213,23 +220,59 @@ def generate(
     return "".join(text), stream.stats
 
 
+def turn_prompt(proc: Process, first: Message) -> str:
+    """The boot messages and this turn's messages only, ``first`` the turn's first message."""
+    start = next(i for i, m in enumerate(proc.messages) if m is first)
+    return render([*proc.messages[:proc.pinned], *proc.messages[max(start, proc.pinned):]])
+
+
+def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, call_names: list[str]) -> Decision:
+    """This round's decision, on the context ``TurnOptions.decision_context`` names.
+
+    "conversation": ``prompt``, the whole conversation (the design before: a history of answers
+    given without a call taught the model to answer). "turn": the boot messages and this turn
+    only, what the calibration saw, scored under ``DECISION_PID``. "both": the turn's decision,
+    or, when it answers, the whole conversation's, if that calls (a history of calls made is
+    evidence too). In every mode the process's own context is brought up to ``prompt`` first, so
+    the switch to ``DECISION_PID`` saves it whole and the call or answer that follows resumes it
+    from that snapshot instead of evaluating the conversation again.
+    """
+    opts = svc.options
+    whole = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
+    if opts.decision_context == "conversation":
+        return whole
+    own = decide(svc.backend, DECISION_PID, turn_prompt(proc, first), call_names, opts.decision_threshold,
+                 svc.calibration)
+    if own.call is None and whole.call is not None and opts.decision_context == "both":
+        return whole
+    return own
+
+
 def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
     opts = svc.options
     started = time.monotonic()
+    before = len(proc.messages)
     passages = page_in(svc, proc, user_text)
     append(svc, proc, Message("user", user_text))
+    first = proc.messages[before]  # the turn's first message (a page brought in, or the request)
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
     seen_calls: set[str] = set()
     clock = _AnswerClock()
     answer_tokens = [0]
 
+    last_piece = [""]
+
     def on_answer_piece(piece: str) -> None:
         clock.tick()
+        last_piece[0] = piece or last_piece[0]
         svc.emit(events.Token(proc.pid, piece))
 
     call_id = 0
+    forced: str | None = None  # a call the answer claimed without making it: made in the next round
+    forced_result: SyscallResult | None = None
+    shown = ""  # what the answer had shown before a forced call
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
             break
@@ -238,28 +281,35 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         may_call = round_no < opts.max_rounds and call_names
         parsed: ParsedCall | None = None
         if may_call and svc.backend.supports_scoring:
-            decision = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
-            svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
-            yield Yield.SLICE
-            if decision.call is not None:
-                device, call = svc.registry.resolve(decision.call)
+            if forced is not None:
+                chosen: str | None = forced
+            else:
+                decision = decide_round(svc, proc, first, prompt, call_names)
+                svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
+                yield Yield.SLICE
+                chosen = decision.call
+            if chosen is not None:
+                device, call = svc.registry.resolve(chosen)
                 try:
                     raw, _ = yield from _generate(
-                        svc, proc, f"{prompt}{CALL_PREFIX} {decision.call} ",
+                        svc, proc, f"{prompt}{CALL_PREFIX} {chosen} ",
                         max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
                     )
                 except GrammarError as exc:  # the call's error, never the kernel's
                     refusal = exc.at(device.name, call.name)
                     log.warning("process %d: %s", proc.pid, refusal)
-                    parsed = ParsedCall(decision.call, {}, f"no grammar for its arguments: {refusal}")
+                    parsed = ParsedCall(chosen, {}, f"no grammar for its arguments: {refusal}")
                 else:
                     arguments, error = parse_arguments(raw)
-                    parsed = ParsedCall(decision.call, arguments, error)
+                    parsed = ParsedCall(chosen, arguments, error)
         elif may_call:
             # A backend that cannot score: let the model write freely and read what it wrote.
             raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)
             reply = parse_reply(raw)
             if isinstance(reply, str):
+                claim = _claim_check(svc, proc, first, user_text)(reply) if opts.check_claims else None
+                if claim is not None:  # this backend cannot be made to call: say it did not happen
+                    reply = f"{reply[:claim.start].strip()} {not_done(claim)}".strip()
                 clock.tick()
                 svc.emit(events.Token(proc.pid, reply))
                 append(svc, proc, Message("assistant", reply))
@@ -272,13 +322,27 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 call_id += 1
                 result = yield from _syscall(svc, proc, parsed, call_id)
                 syscalls.append(result.as_dict())
+                if forced is not None:
+                    forced, forced_result = None, result
                 continue
+        forced = None
         # Answer.
-        text, answer_tokens[0] = yield from _generate(
-            svc, proc, f"{render(proc.messages)}{ANSWER_PREFIX}",
-            max_tokens=opts.max_answer_tokens, on_piece=on_answer_piece,
-        )
-        answer = text.strip()
+        answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens)
+        if claim is not None:
+            if (claim.call in call_names and forced_result is None and round_no < opts.max_rounds
+                    and svc.backend.supports_scoring and not proc.stop_requested):
+                # The answer presented a result of a call that did not run: make the call, answer again.
+                log.info("process %d: the answer claimed %s without the call (%r): calling it",
+                         proc.pid, claim.call, claim.evidence)
+                forced, shown = claim.call, answer
+                continue
+            # Nothing to back it with (or the call was made and the answer still claims otherwise).
+            log.info("process %d: the answer claimed %s (%r): replaced", proc.pid, claim.call, claim.evidence)
+            backed = forced_result is not None and forced_result.ok
+            tail = forced_result.text() if backed and forced_result is not None else not_done(claim)
+            on_answer_piece(f" {tail}" if last_piece[0][-1:].strip() else tail)
+            answer = f"{answer} {tail}".strip()
+        answer = f"{shown} {answer}".strip() if shown else answer
         addition = document_check(answer, user_text, passages)
         if addition:
             on_answer_piece(addition)
@@ -286,6 +350,55 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         append(svc, proc, Message("assistant", answer))
         return _result(proc, answer, syscalls, started, clock, answer_tokens[0])
     return _result(proc, "", syscalls, started, clock, answer_tokens[0])
+
+
+class _ClaimFound(Exception):
+    """Raised from the answer's piece callback to stop generating once a claim is found."""
+
+
+def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str) -> ClaimCheck:
+    """The claim check of this turn: results produced before ``first`` (the turn's first message)
+    and since, and every call the kernel can make."""
+    start = next(i for i, m in enumerate(proc.messages) if m is first)
+    earlier = results_of(proc.messages[proc.pinned:start])
+    this_turn = results_of(proc.messages[start:])
+    calls = {name: call.description for name, call in svc.registry.calls()}
+    return ClaimCheck(request, this_turn, earlier, calls)
+
+
+def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
+            on_piece: Callable[[str], None], tokens: list[int]) -> Task:
+    """Generate the answer; returns (text, None), or (the text before a claim, the claim).
+
+    With ``check_claims`` the stream passes a :class:`~.syscalls.claims.Gate`: nothing from a
+    claim's start is shown, and generation stops there."""
+    prompt = f"{render(proc.messages)}{ANSWER_PREFIX}"
+    if not svc.options.check_claims:
+        text, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
+                                               on_piece=on_piece)
+        return text.strip(), None
+    gate = Gate(_claim_check(svc, proc, first, request))
+
+    def piece(text: str) -> None:
+        out = gate.feed(text)
+        if out is None:
+            raise _ClaimFound
+        for shown in out:
+            on_piece(shown)
+
+    try:
+        _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
+                                            on_piece=piece)
+    except _ClaimFound:
+        pass
+    rest = gate.flush()
+    if rest is None and gate.claim is not None:
+        if gate.claim.start > gate.shown:
+            on_piece(gate.text[gate.shown:gate.claim.start])
+        return gate.safe.strip(), gate.claim
+    for shown in rest or ():
+        on_piece(shown)
+    return gate.text.strip(), None
 
 
 def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int) -> Task:

@@ -67,6 +67,9 @@ PRIOR_WEIGHT = 0.5
 
 # pid under which the kernel scores its own calibration prompts
 CALIBRATION_PID = 0
+# pid under which a turn's decision is scored on the turn's own context (kernel/turn.py), so the
+# process keeps its whole conversation in the backend's context for the answer
+DECISION_PID = -1
 
 
 @dataclass(frozen=True)
