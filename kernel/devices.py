@@ -30,7 +30,10 @@ into an error page for the model; it never crashes the kernel. Results are plain
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import re
+import tempfile
 from contextvars import ContextVar
 import types
 import typing
@@ -54,6 +57,7 @@ __all__ = [
     "caller",
     "destination",
     "schema_from_function",
+    "write_json_atomic",
 ]
 
 
@@ -384,3 +388,23 @@ def schema_from_function(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
     if required:
         parameters["required"] = required
     return description or fn.__name__.replace("_", " "), parameters
+
+
+def write_json_atomic(path: Path, data: Any, **dump: Any) -> None:
+    """Write ``data`` as JSON to ``path`` whole or not at all: a temporary file in the same folder,
+    fsynced, then renamed over ``path`` (a crash leaves the old file or the new one, never half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False, **dump)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

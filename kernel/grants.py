@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from .devices import Permission
+from .devices import Permission, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +75,7 @@ class GrantStore:
 
     def _save(self, grants: dict[str, set[Permission]]) -> None:
         data = {d: sorted(p.value for p in perms) for d, perms in sorted(grants.items()) if perms}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".grants-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_json_atomic(self.path, data)
 
     def grant(self, device: str, perms: Iterable[str | Permission]) -> set[Permission]:
         """Remember ``perms`` for ``device``; returns what the device now holds."""
