@@ -191,6 +191,7 @@ def test_the_bench_judge_counts_claims_and_head_arithmetic():
 
 
 @pytest.mark.model
+@pytest.mark.timeout(3600)  # 30 turns: about 2 minutes alone, 10-40 on a busy shared machine
 def test_thirty_turns_on_the_real_model_every_call_made_and_every_fact_stored(real_backend):
     """The conversation of issue 13 (a product, a chat about a number, "remember where item k is",
     ten times), as one process: floors a little under what bench/bench_conversations.py measured."""
