@@ -97,7 +97,7 @@ def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_bac
         cid = kernel.ram(pid).conversation
     assert "07:40" in result.answer, result.answer  # from the document, not made up
     came_in = [e for e in paged if e.direction == "in"]
-    assert came_in and any(s.startswith("From the file boat-trip.md:") for s in came_in[0].summaries)
+    assert came_in and any(s.startswith("From the file boat-trip.md") for s in came_in[0].summaries)
     # what the model read carried the source: the journaled untrusted passage (or a recall result) names it
     named = [m for m in journal.messages(cid) if m.role == "tool" and "boat-trip.md" in m.content]
     assert named and not named[0].trusted
