@@ -278,10 +278,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             break
         page_out_if_needed(svc, proc)
         prompt = render(proc.messages)
-        # A question about the user's documents (passages came in for it) is answered from them:
-        # the 0.5B model's decision, shown passages full of numbers and text, called the
-        # calculator or browser.find on them instead (tests/memory/test_document_answers.py)
-        may_call = round_no < opts.max_rounds and call_names and not passages
+        may_call = round_no < opts.max_rounds and call_names
         parsed: ParsedCall | None = None
         if may_call and svc.backend.supports_scoring:
             if forced is not None:
