@@ -264,14 +264,7 @@ class _Bounder:
         return {"type": kind, "maxLength": MAX_STRING_LENGTH} if kind == "string" else {"type": kind}
 
     def string(self, out: dict[str, Any]) -> dict[str, Any]:
-        low, high = out.get("minLength", 0), out.get("maxLength")
-        if not isinstance(low, int) or (high is not None and not isinstance(high, int)):
-            raise GrammarError("its schema has a minLength or maxLength that is not an integer")
-        if low > MAX_STRING_LENGTH:
-            raise GrammarError(f"a string argument must be at least {low} characters, more than the "
-                               f"{MAX_STRING_LENGTH} a call's arguments can hold")
-        if high is not None and high < low:
-            raise GrammarError(f"a string argument has maxLength {high} below its minLength {low}")
+        low, high = _bounds(out, "Length", MAX_STRING_LENGTH, "a string argument", "be at least {} characters")
         result: dict[str, Any] = {"type": "string"}
         pattern = out.get("pattern")
         if isinstance(pattern, str) and _pattern_compiles(pattern):
@@ -285,14 +278,7 @@ class _Bounder:
         return result
 
     def array(self, out: dict[str, Any], depth: int) -> dict[str, Any]:
-        low, high = out.get("minItems", 0), out.get("maxItems")
-        if not isinstance(low, int) or (high is not None and not isinstance(high, int)):
-            raise GrammarError("its schema has a minItems or maxItems that is not an integer")
-        if low > MAX_ITEMS:
-            raise GrammarError(f"an array argument must have at least {low} items, more than the "
-                               f"{MAX_ITEMS} a call's arguments can hold")
-        if high is not None and high < low:
-            raise GrammarError(f"an array argument has maxItems {high} below its minItems {low}")
+        low, high = _bounds(out, "Items", MAX_ITEMS, "an array argument", "have at least {} items")
         result: dict[str, Any] = {"type": "array"}
         prefix = out.get("prefixItems", out.get("items") if isinstance(out.get("items"), list) else None)
         if prefix is not None:
@@ -335,6 +321,19 @@ def _merged(base: dict[str, Any], more: dict[str, Any]) -> dict[str, Any]:
     if isinstance(base.get("required"), list) and isinstance(more.get("required"), list):
         out["required"] = list(dict.fromkeys([*base["required"], *more["required"]]))
     return out
+
+
+def _bounds(out: dict[str, Any], suffix: str, cap: int, what: str, at_least: str) -> tuple[int, int | None]:
+    """``(min, max)`` of ``minLength``/``maxLength`` (``suffix`` "Length") or ``minItems``/``maxItems``,
+    checked: integers, a minimum the bounded grammar can still meet, a maximum not below it."""
+    low, high = out.get(f"min{suffix}", 0), out.get(f"max{suffix}")
+    if not isinstance(low, int) or (high is not None and not isinstance(high, int)):
+        raise GrammarError(f"its schema has a min{suffix} or max{suffix} that is not an integer")
+    if low > cap:
+        raise GrammarError(f"{what} must {at_least.format(low)}, more than the {cap} a call's arguments can hold")
+    if high is not None and high < low:
+        raise GrammarError(f"{what} has max{suffix} {high} below its min{suffix} {low}")
+    return low, high
 
 
 def _pattern_compiles(pattern: str) -> bool:
