@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from llmos.kernel.flow import argument_words
+from llmos.kernel.flow import argument_words, words_of
 
 FLAG = "⚠"
 MIN_FLAG_WORD = 3  # shorter words ("a", "id") are too common to say they came from the conversation
@@ -50,20 +50,19 @@ def host_of(url: str) -> str:
     return urllib.parse.urlsplit(text).hostname or "an unknown place"
 
 
-def carried(url: str, conversation: Iterable[str]) -> tuple[str, ...]:
-    """The URL's path and query words that also occur in the conversation's texts."""
-    words = {w.casefold() for text in conversation for w in re.findall(r"[^\W_]+", text)}
+def carried(url: str, words: set[str]) -> tuple[str, ...]:
+    """The URL's path and query words that are among the conversation's ``words`` (casefolded)."""
     return tuple(w for w in argument_words(url) if len(w) >= MIN_FLAG_WORD and w.casefold() in words)
 
 
 class _Defanger:
     def __init__(self, conversation: Iterable[str]) -> None:
-        self.conversation = list(conversation)
+        self.words = set().union(*(words_of(text) for text in conversation))  # once, not per link
         self.found: list[FoundLink] = []
 
     def _note(self, url: str, image: bool) -> str:
         url = url.replace("`", "")
-        link = FoundLink(url, host_of(url), image, carried(url, self.conversation))
+        link = FoundLink(url, host_of(url), image, carried(url, self.words))
         self.found.append(link)
         flag = ""
         if link.carries:

@@ -20,6 +20,7 @@ from typing import Any
 
 from llmos.kernel.backends import model_path as _model_path
 from llmos.kernel.config import Config, ConfigError
+from llmos.kernel.devices import one_line
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 SETUP = "run `make setup` in the llmos checkout"
@@ -49,9 +50,6 @@ class Context:
     data_ok: bool = False
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # --- config -----------------------------------------------------------------------------------
@@ -177,7 +175,7 @@ def check_whisper(ctx: Context) -> list[Check]:
             if bad is not None:
                 raise WeightsError(f"{path} is damaged (member {bad} fails its checksum)")
         except (WeightsError, OSError, zipfile.BadZipFile) as exc:
-            checks.append(Check("models", name, FAIL, _one_line(exc), fix))
+            checks.append(Check("models", name, FAIL, one_line(exc), fix))
             continue
         checks.append(Check("models", name, OK, f"{path}, source sha256 verified"))
     return checks
@@ -189,7 +187,7 @@ def check_embedder(ctx: Context) -> Check:
     try:
         vector = default_embedder().embed_one("doctor")
     except (EmbedderError, OSError) as exc:
-        return Check("models", "embedder minilm", FAIL, _one_line(exc), SETUP)
+        return Check("models", "embedder minilm", FAIL, one_line(exc), SETUP)
     return Check("models", "embedder minilm", OK, f"all-MiniLM-L6-v2 int8 embeds ({len(vector)} dimensions)")
 
 
@@ -276,7 +274,7 @@ def check_engine(ctx: Context) -> Check:
             return Check("engine", "engine", FAIL, choice.summary(), SETUP + " (it builds the engine paths again)")
         result = result or engine.smoke(engine.path_named(choice.path), path)
     except (engine.EngineError, OSError) as exc:
-        return Check("engine", "engine", FAIL, _one_line(exc), recheck)
+        return Check("engine", "engine", FAIL, one_line(exc), recheck)
     if not result.ok:
         return Check("engine", "engine", FAIL, f"the smoke decode on {choice.path} {result.error}", recheck)
     known = next((r.tokens for r in choice.results if r.path == choice.path and r.tokens), None)
@@ -312,7 +310,7 @@ def check_audio(ctx: Context) -> list[Check]:
         import sounddevice  # noqa: F401  (PortAudio is loaded here)
     except (ImportError, OSError) as exc:
         fix = "install libportaudio2 and the voice packages: " + SETUP
-        return [Check("voice", name, FAIL, f"PortAudio is not available ({_one_line(exc)})", fix)
+        return [Check("voice", name, FAIL, f"PortAudio is not available ({one_line(exc)})", fix)
                 for name in ("audio input", "audio output")]
     from llmos.peripherals.audio import AudioError
     from llmos.peripherals.microphone import SoundDeviceMicrophone
@@ -386,7 +384,7 @@ def check_data_dir(ctx: Context) -> Check:
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
-        return Check("data", "data dir", FAIL, f"{folder} is not writable ({exc.strerror or _one_line(exc)})", fix)
+        return Check("data", "data dir", FAIL, f"{folder} is not writable ({exc.strerror or one_line(exc)})", fix)
     ctx.data_ok = True
     return Check("data", "data dir", OK, f"{folder} is writable")
 
@@ -433,7 +431,7 @@ def check_store(ctx: Context) -> Check:
     except StoreError as exc:
         fix = "start the Chroma server, or empty chroma_url" if url else \
             "`llmos memory reindex` rebuilds it from the journal and the original files"
-        return Check("data", "memory store", FAIL, _one_line(exc), fix)
+        return Check("data", "memory store", FAIL, one_line(exc), fix)
     return Check("data", "memory store", OK, f"opens: {counts}")
 
 

@@ -56,6 +56,7 @@ __all__ = [
     "Untrusted",
     "caller",
     "destination",
+    "one_line",
     "schema_from_function",
     "write_json_atomic",
 ]
@@ -408,3 +409,10 @@ def write_json_atomic(path: Path, data: Any, **dump: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def one_line(value: object, limit: int | None = 300) -> str:
+    """An error or a text as one line: whitespace collapsed (an exception without a message is
+    named by its type), cut to ``limit`` characters with "..." (None: not cut)."""
+    text = " ".join(str(value).split()) or (type(value).__name__ if isinstance(value, BaseException) else "")
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -28,6 +28,7 @@ docs/security.md.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import re
@@ -39,7 +40,7 @@ from typing import Any
 
 from .process import Message
 
-__all__ = ["Label", "Labelled", "Leak", "Provenance", "argument_words", "describe_leaks", "leaks",
+__all__ = ["Label", "Labelled", "Leak", "Provenance", "argument_words", "describe_leaks", "leaks", "words_of",
            "typed_destinations"]
 
 PRIVATE_DEVICES = ("memory.",)  # trusted results of these devices are the user's private data
@@ -59,13 +60,24 @@ class Labelled:
     text: str
     source: str = ""
 
+    @functools.cached_property
+    def words(self) -> set[str]:
+        """The text's words, casefolded (split once, however many arguments are checked)."""
+        return words_of(self.text)
+
+    @functools.cached_property
+    def plain(self) -> str:
+        """The text unescaped and casefolded, for substring tests."""
+        return html.unescape(self.text).casefold()
+
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _URL_IN_TEXT = re.compile(r"""https?://[^\s"'<>\\]+""", re.IGNORECASE)
 SUBSTRING_MIN = 6  # a word this long also passes inside a longer word of the untrusted text
 
 
-def _words(text: str) -> set[str]:
+def words_of(text: str) -> set[str]:
+    """The words of ``text``, casefolded (what the flow rule compares)."""
     return {w.casefold() for w in _WORD.findall(text)}
 
 
@@ -107,7 +119,7 @@ class Provenance:
     def __post_init__(self) -> None:
         public = [t for t in self.texts if t.label in (Label.UNTRUSTED, Label.KERNEL)]
         self._public_text = "\n".join(html.unescape(t.text) for t in public).casefold()
-        self._public_words = _words(self._public_text)
+        self._public_words = words_of(self._public_text)
 
     @classmethod
     def of(cls, messages: Iterable[Message], pinned: int = 0) -> "Provenance":
@@ -133,15 +145,14 @@ class Provenance:
 
     def verbatim(self, text: str, *labels: Label) -> bool:
         needle = text.strip().casefold()
-        return bool(needle) and any(needle in html.unescape(t.text).casefold()
-                                    for t in self.texts if t.label in labels)
+        return bool(needle) and any(needle in t.plain for t in self.texts if t.label in labels)
 
     def origin(self, word: str) -> Labelled | None:
         """The first private, user or trusted text the word is in (the data it would carry)."""
         w = word.casefold()
         for label in (Label.PRIVATE, Label.USER, Label.TRUSTED):
             for t in self.texts:
-                if t.label is label and w in _words(t.text):
+                if t.label is label and w in t.words:
                     return t
         return None
 

@@ -181,20 +181,21 @@ class Kernel:
     def stop(self, pid: int) -> None:
         """Interrupt the current turn of ``pid`` at once (its partial answer is kept)."""
         self._requests.put(_Stop(pid))
+        self._flag_stop(pid)
+
+    def kill(self, pid: int, reap: bool = False) -> None:
+        """End ``pid`` (its running turn stops at its next token); ``reap`` also removes it from
+        the process table once it has ended (one finished API request is not kept)."""
+        self._requests.put(_Kill(pid, reap))
+        self._flag_stop(pid)
+
+    def _flag_stop(self, pid: int) -> None:
         # The request is taken between slices; a slice of a slow model can take many seconds.
         # The running turn checks this flag after every token, so set it now too (one bool
         # store, atomic; the queued request still does the bookkeeping).
         proc = self._lookup(pid)
         if proc is not None and proc.task is not None:
             proc.stop_requested = True
-
-    def kill(self, pid: int, reap: bool = False) -> None:
-        """End ``pid`` (its running turn stops at its next token); ``reap`` also removes it from
-        the process table once it has ended (one finished API request is not kept)."""
-        self._requests.put(_Kill(pid, reap))
-        proc = self._lookup(pid)
-        if proc is not None and proc.task is not None:
-            proc.stop_requested = True  # as in stop(): seen after the current token
 
     def set_priority(self, pid: int, priority: Priority) -> None:
         """Move ``pid`` to another scheduling level from its next slice on (voice mode gives a

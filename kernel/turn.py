@@ -183,10 +183,10 @@ def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Cal
 
 def _generate(
     svc: TurnServices, proc: Process, prompt: str, *, max_tokens: int, schema: dict[str, Any] | None = None,
-    on_piece: Callable[[str], None] | None = None, stop: tuple[str, ...] = ("<|im_end|>",),
+    on_piece: Callable[[str], None] | None = None, stop: tuple[str, ...] = ("<|im_end|>",), purpose: str = "",
 ) -> Task:
     """Generate after ``prompt``, one slice per step; returns (text, tokens generated)."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=svc.options.temperature, stop=stop)
+    params = SamplingParams(max_tokens=max_tokens, temperature=svc.options.temperature, stop=stop, purpose=purpose)
     text, stats = yield from generate(svc, proc, prompt, params, schema=schema, on_piece=on_piece)
     return text, stats.generated_tokens
 
@@ -294,6 +294,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                     raw, _ = yield from _generate(
                         svc, proc, f"{prompt}{CALL_PREFIX} {chosen} ",
                         max_tokens=opts.max_call_tokens, schema=grammar_schema(call.parameters),
+                        purpose=f"{chosen}'s arguments",
                     )
                 except GrammarError as exc:  # the call's error, never the kernel's
                     refusal = exc.at(device.name, call.name)
@@ -411,7 +412,9 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
     else:
         result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
                                                      contacted=proc.contacted,
-                                                     provenance=Provenance.of(proc.messages, proc.pinned)))
+                                                     # the flow rule applies to a tainted process only
+                                                     provenance=Provenance.of(proc.messages, proc.pinned)
+                                                     if proc.tainted else None))
         if result is None:  # the turn was stopped while the device worked
             result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
     svc.emit(events.SyscallFinished(

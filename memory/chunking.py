@@ -22,7 +22,7 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CHUNK_CHARS", "chunk_paragraphs", "chunk_sections", "iter_paragraphs", "iter_sections", "mark_headings"]
+__all__ = ["CHUNK_CHARS", "chunk_paragraphs", "chunk_sections", "iter_paragraphs", "iter_sections", "mark_headings", "without_heading"]
 
 CHUNK_CHARS = 800
 _MARK = "\x01"  # starts a heading paragraph: MARK level MARK title
@@ -103,6 +103,11 @@ def iter_sections(paragraphs: Iterable[str]) -> Iterator[tuple[str, str]]:
 def _path_text(path: list[tuple[int, str]]) -> str:
     text = " > ".join(title for _, title in path if title)
     return text if len(text) <= _PATH_MAX else "… " + text[-_PATH_MAX:].lstrip()
+
+
+def without_heading(chunk: str, section: str) -> str:
+    """A chunk's text without the heading path :func:`chunk_sections` put on its first line."""
+    return chunk[len(section) + 2:] if section and chunk.startswith(section + "\n\n") else chunk
 
 
 def chunk_sections(sections: Iterable[tuple[str, str]], limit: int = CHUNK_CHARS) -> Iterator[tuple[str, str]]:

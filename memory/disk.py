@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmos.kernel.devices import one_line
+
 from .bm25 import BM25Index
 from .embedder import ChromaEmbeddingFunction, Embedder, EmbedderError, default_embedder
 
@@ -96,9 +98,6 @@ def _http_address(url: str) -> dict[str, Any]:
     return {"host": parts.hostname, "port": parts.port or (443 if ssl else 8000), "ssl": ssl}
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 class DiskStore:
@@ -147,7 +146,7 @@ class DiskStore:
                 try:
                     self._client = chromadb.HttpClient(**address, settings=settings)
                 except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
-                    raise StoreError(f"memory store {self.where}: cannot open the store: {_one_line(exc)}") from None
+                    raise StoreError(f"memory store {self.where}: cannot open the store: {one_line(exc)}") from None
             else:
                 self._client = chromadb.PersistentClient(path=str(self.path), settings=settings)
             self._collections = {name: self._open_collection(name) for name in COLLECTIONS}
@@ -203,11 +202,11 @@ class DiskStore:
         except ValueError:
             raise  # our own argument errors and chromadb's validation errors stay what they are
         except Exception as exc:
-            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {one_line(exc)}") from None
         except BaseException as exc:  # pyo3 panics derive from BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
                 raise
-            raise StoreError(f"memory store {self.where}: {what}: {_one_line(exc)}") from None
+            raise StoreError(f"memory store {self.where}: {what}: {one_line(exc)}") from None
 
     def _open_collection(self, name: str, kind: str | None = None) -> Any:
         kind = kind or self.kinds[name]
@@ -256,7 +255,7 @@ class DiskStore:
                 self._client.delete_collection(name)
             except Exception as exc:  # or another process dropped it first: either way, ours is whole
                 log.warning("memory store %s: cannot drop the old documents collection %s yet (%s); "
-                            "the next open tries again", self.where, name, _one_line(exc))
+                            "the next open tries again", self.where, name, one_line(exc))
             if total:
                 self._mutated(self._indexes.clear)
         return moved
@@ -498,6 +497,13 @@ class DiskStore:
         """Ids of the entries whose metadata match ``where`` (chromadb's filter syntax)."""
         with self._lock, self._guard("cannot read"):
             return list(self._collection(collection).get(where=dict(where), include=[])["ids"])
+
+    def vectors(self, ids: Sequence[str], collection: str = "documents") -> dict[str, Any]:
+        """The stored embeddings of ``ids`` (as they were embedded when stored), by id; an id that
+        is gone meanwhile is left out."""
+        with self._lock, self._guard("cannot read"):
+            got = self._collection(collection).get(ids=list(ids), include=["embeddings"])
+        return dict(zip(got["ids"], got["embeddings"]))
 
     def ids_with_text(self, text: str, collection: str = "documents") -> list[str]:
         """Ids of the entries of ``collection`` whose text is exactly ``text``."""

@@ -38,6 +38,7 @@ from typing import Any
 
 from llmos.kernel import events
 from llmos.kernel.process import Message
+from llmos.kernel.devices import one_line
 
 TITLE_CHARS = 60
 # A streaming answer is written to its (partial) row at every piece; every this many pieces or
@@ -165,8 +166,6 @@ def _title(text: str) -> str:
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 3].rstrip() + "..."
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 @dataclass
@@ -195,7 +194,7 @@ class Journal:
             # isolation_level=None: autocommit; transactions are explicit (BEGIN IMMEDIATE ... COMMIT)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
         except (OSError, sqlite3.Error) as exc:
-            raise JournalError(f"journal {self.path}: cannot open: {_one_line(exc)}") from None
+            raise JournalError(f"journal {self.path}: cannot open: {one_line(exc, None)}") from None
         try:
             self._db.execute("PRAGMA busy_timeout = 10000")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -214,7 +213,7 @@ class Journal:
         except sqlite3.Error as exc:
             self._db.close()
             raise JournalError(
-                f"journal {self.path} is not a usable SQLite database ({_one_line(exc)}); "
+                f"journal {self.path} is not a usable SQLite database ({one_line(exc, None)}); "
                 "move it aside to start a new one"
             ) from None
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from llmos.kernel.process import Message
 
+from .chunking import without_heading
+
 log = logging.getLogger(__name__)
 
 MIN_SIMILARITY = 0.35  # below this a page is not relevant enough to spend context on
@@ -94,6 +96,8 @@ class DiskPager:
     def passages(self, query: str) -> list[Any]:
         """The passages of the user's documents that a question about them needs, best first
         (reranked, neighbours merged: :mod:`llmos.memory.rerank`); none when it is not about them."""
+        import numpy as np
+
         from . import rerank
 
         store = self._disk()
@@ -101,7 +105,11 @@ class DiskPager:
         if not hits or max(h.similarity or 0.0 for h in hits) < MIN_SIMILARITY:
             return []
         embedder = store.embedder_for("documents")
-        vectors = embedder.embed_array([hit.text for hit in hits])
+        stored = store.vectors([hit.id for hit in hits], "documents")  # embedded when ingested
+        if len(stored) == len(hits):
+            vectors = np.asarray([stored[hit.id] for hit in hits], dtype=np.float32)
+        else:  # a chunk forgotten meanwhile: embed what the search found
+            vectors = embedder.embed_array([hit.text for hit in hits])
         chosen = rerank.select(rerank.rerank(query, hits, vectors, embedder.embed_array([query])[0]))
         return chosen if rerank.about_documents(chosen) else []
 
@@ -137,8 +145,6 @@ def passage(hit: Any) -> str:
     (the chunk's own first line is that heading path: it is not said twice)."""
     name = Path(str(hit.metadata.get("source", "a document"))).name
     section = str(hit.metadata.get("section", "") or "")
-    text = hit.text
-    if section and text.startswith(section + "\n\n"):
-        text = text[len(section) + 2:]
+    text = without_heading(hit.text, section)
     where = f" [{section}]" if section else ""
     return f"From the file {name}{where}: {' '.join(text.split())}"

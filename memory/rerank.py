@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .bm25 import tokenize
+from .chunking import without_heading
 
 __all__ = ["CANDIDATES", "Passage", "TOPIC_FLOOR", "about_documents", "content_words", "fit", "merge", "rerank",
            "select"]
@@ -71,10 +72,6 @@ class Passage:
         return {"source": self.source, "section": self.section, "chunk": self.chunks[0]}
 
 
-def _body(text: str, section: str) -> str:
-    return text[len(section) + 2:] if section and text.startswith(section + "\n\n") else text
-
-
 def rerank(query: str, hits: Sequence[Any], vectors: Any, query_vector: Any) -> list[Passage]:
     """``hits`` (document chunks) as passages, best first. ``vectors`` are the chunks' embeddings
     and ``query_vector`` the question's, from one embedder (unit length)."""
@@ -114,7 +111,7 @@ def merge(passages: Sequence[Passage]) -> list[Passage]:
                 and passage.chunks[0] == last.chunks[-1] + 1:
             merged[-1] = Passage(
                 last.source, last.section, last.chunks + passage.chunks,
-                last.text + "\n\n" + _body(passage.text, passage.section), max(last.score, passage.score),
+                last.text + "\n\n" + without_heading(passage.text, passage.section), max(last.score, passage.score),
                 max(last.vector, passage.vector), max(last.lexical, passage.lexical), last.ids + passage.ids,
                 last.names_file or passage.names_file)
         else:

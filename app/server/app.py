@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -266,8 +267,6 @@ def _embed(texts: list[str]) -> tuple[Any, list[int]]:
 
 
 def _json(body: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -26,6 +26,7 @@ class SamplingParams:
     top_k: int = 40
     stop: tuple[str, ...] = ()
     seed: int = 0
+    purpose: str = ""  # what the text is for, e.g. "calculator.evaluate's arguments" (breadcrumbs)
 
 
 @dataclass(frozen=True)

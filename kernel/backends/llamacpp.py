@@ -32,7 +32,6 @@ import numpy as np
 
 from .. import breadcrumb, crash_hooks
 from ..model_file import ModelFileError, check_gguf
-from ..prompt import CALL_PREFIX
 from ..syscalls.grammar import GrammarError, to_gbnf
 from . import engine
 from .base import BackendError, SamplingParams, ScoreTrie, StreamStats, SwitchInfo
@@ -86,6 +85,7 @@ class LlamaCppBackend:
         self._snapshots: OrderedDict[int, _Snapshot] = OrderedDict()
         self._released: set[int] = set()
         self.engine_path: str | None = None  # the engine path in use, once loaded
+        self._grammars_ok: set[str] = set()  # grammars llama.cpp compiled once: not checked again
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -263,11 +263,14 @@ class LlamaCppBackend:
         llama-cpp-python adds whatever ``llama_sampler_init_grammar`` returns to the sampler
         chain, NULL included, and the first sample then segfaults: so the NULL is checked here.
         """
+        if grammar in self._grammars_ok:
+            return
         lc = self._lc
         sampler = lc.llama_sampler_init_grammar(self._vocab, grammar.encode("utf-8"), b"root")
         if not sampler:
             raise GrammarError("llama.cpp refused its grammar (its reason is on stderr)")
         lc.llama_sampler_free(sampler)
+        self._grammars_ok.add(grammar)
 
     def open(self, pid: int, prompt: str, params: SamplingParams, json_schema: dict[str, Any] | None = None) -> "LocalStream":
         grammar = None
@@ -275,10 +278,9 @@ class LlamaCppBackend:
             from llama_cpp import LlamaGrammar
 
             text = to_gbnf(json_schema)  # GrammarError if llama.cpp's parser would refuse it
-            line = prompt.rstrip().rpartition("\n")[2]  # the turn ends its prompt with "CALL <device.call>"
-            call = line.removeprefix(CALL_PREFIX).strip() if line.startswith(CALL_PREFIX) else "a call"
-            with breadcrumb.activity(f"compiling the grammar of {call}'s arguments", native="llama.cpp",
-                                     cause=f"llama.cpp's grammar compiler on the JSON schema of {call}"):
+            what = params.purpose or "a JSON schema"
+            with breadcrumb.activity(f"compiling the grammar of {what}", native="llama.cpp",
+                                     cause=f"llama.cpp's grammar compiler on the JSON schema of {what}"):
                 crash_hooks.reach("grammar")
                 self.compile_grammar(text)  # and llama.cpp itself, before llama-cpp-python sees it
                 grammar = LlamaGrammar.from_string(text, verbose=False)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..syscalls.grammar import GrammarError, to_gbnf
+from ..devices import one_line
 from .base import BackendError, SamplingParams, StreamStats, SwitchInfo
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,11 @@ class OpenAIOptions:
     timeout_s: float = 60.0
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _cause(exc: BaseException) -> str:
     """A network failure in a few words: "connection refused", "timed out", ..."""
-    text = _one_line(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+    text = one_line(getattr(exc, "strerror", None) or str(exc) or type(exc).__name__, 200)
     return text[:1].lower() + text[1:]
 
 
@@ -63,7 +61,7 @@ def _schema_fields(schema: dict[str, Any]) -> dict[str, Any]:
     try:
         return {"grammar": to_gbnf(schema)}
     except GrammarError as exc:  # a schema the converter does not handle, or llama.cpp would refuse
-        log.info("sending json_schema instead of a grammar (%s)", _one_line(str(exc)))
+        log.info("sending json_schema instead of a grammar (%s)", one_line(str(exc), 200))
         return {"json_schema": schema}
 
 
@@ -98,7 +96,7 @@ class OpenAIBackend:
             conn.request(method, parts.path + (f"?{parts.query}" if parts.query else ""), data, headers)
             resp = conn.getresponse()
             if resp.status != 200:
-                detail = _one_line(resp.read(4000).decode("utf-8", "replace"))
+                detail = one_line(resp.read(4000).decode("utf-8", "replace"), 200)
                 conn.close()
                 raise BackendError(f"the server at {url} answered HTTP {resp.status} {resp.reason}"
                                    + (f": {detail}" if detail else ""))
@@ -116,7 +114,7 @@ class OpenAIBackend:
         except _NETWORK_ERRORS as exc:
             raise BackendError(f"cannot read the answer of {url}: {_cause(exc)}") from None
         except ValueError:
-            text = _one_line(raw.decode("utf-8", "replace"), 80)
+            text = one_line(raw.decode("utf-8", "replace"), 80)
             raise BackendError(f"the server at {url} did not answer JSON: {text!r}") from None
         finally:
             conn.close()
@@ -279,9 +277,9 @@ class OpenAIStream:
             except ValueError:
                 event = data
             if not isinstance(event, dict):
-                raise BackendError(f"the server at {self._url} streamed a non-object: {_one_line(data, 80)!r}")
+                raise BackendError(f"the server at {self._url} streamed a non-object: {one_line(data, 80)!r}")
             if "error" in event:
-                raise BackendError(f"the server at {self._url} failed mid-stream: {_one_line(data)}")
+                raise BackendError(f"the server at {self._url} failed mid-stream: {one_line(data, 200)}")
             return event
 
     def _finish(self, reason: str) -> None:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .gbnf import GbnfError, check
+from ..devices import one_line
 
 MAX_STRING_LENGTH = 400  # characters of one string argument (the grammar's nesting)
 MAX_ITEMS = 100
@@ -96,29 +97,26 @@ def _converter() -> Callable[[str], str]:
 
 def to_gbnf(schema: dict[str, Any]) -> str:
     """The GBNF grammar of a bounded schema, checked as llama.cpp would check it."""
-    try:
-        grammar = _converter()(json.dumps(schema))
-    except RecursionError:
-        raise GrammarError("its schema is nested too deeply for the grammar converter") from None
-    except Exception as exc:  # the converter's asserts and ValueErrors
-        raise GrammarError(f"its schema cannot become a grammar ({_one_line(exc)})") from None
-    if len(grammar) > MAX_GRAMMAR_CHARS:
-        raise GrammarError(f"its grammar would be {len(grammar):,} characters (at most {MAX_GRAMMAR_CHARS:,})")
-    refusal = _refusal(grammar)
-    if refusal is not None:
-        raise GrammarError(f"llama.cpp would refuse its grammar: {refusal}")
-    return grammar
+    return _gbnf(json.dumps(schema))
 
 
 @functools.lru_cache(maxsize=256)
-def _refusal(grammar: str) -> str | None:
-    """Why llama.cpp would refuse ``grammar``, or None (a few ms a call: kept, as every registry
-    and every generated call's arguments check the same grammars again)."""
+def _gbnf(schema: str) -> str:
+    """``to_gbnf`` of a schema's JSON text: converted and checked once (a few ms a call), as every
+    registry and every generated call's arguments ask for the same grammars again."""
+    try:
+        grammar = _converter()(schema)
+    except RecursionError:
+        raise GrammarError("its schema is nested too deeply for the grammar converter") from None
+    except Exception as exc:  # the converter's asserts and ValueErrors
+        raise GrammarError(f"its schema cannot become a grammar ({one_line(exc, 160)})") from None
+    if len(grammar) > MAX_GRAMMAR_CHARS:
+        raise GrammarError(f"its grammar would be {len(grammar):,} characters (at most {MAX_GRAMMAR_CHARS:,})")
     try:
         check(grammar)
     except GbnfError as exc:
-        return str(exc)
-    return None
+        raise GrammarError(f"llama.cpp would refuse its grammar: {exc}") from None
+    return grammar
 
 
 def check_call(device: str, call: str, schema: Any) -> str:
@@ -129,9 +127,6 @@ def check_call(device: str, call: str, schema: Any) -> str:
         raise exc.at(device, call) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 class _Bounder:
