@@ -156,19 +156,17 @@ def check_whisper(ctx: Context) -> list[Check]:
     import hashlib
 
     from llmos.kernel.model_file import models_dir
-    from llmos.peripherals.whisper_weights import WeightsError, WhisperModel, source_bytes, weights_path
+    from llmos.peripherals.whisper_weights import WeightsError, WhisperModel, is_current, source_bytes, weights_path
 
     checks = []
     fix = f"{SETUP} (tools/install_whisper.py converts the weights again)"
     for model in WhisperModel:
         name = f"whisper {model.value}"
         path = weights_path(models_dir(), model)
-        stamp = path.with_suffix(".source-sha256")
         try:
             if not path.is_file():
                 raise WeightsError(f"{path} is missing")
-            digest = hashlib.sha256(source_bytes(model)).hexdigest()
-            if not stamp.is_file() or stamp.read_text().strip() != digest:
+            if not is_current(path, hashlib.sha256(source_bytes(model)).hexdigest()):
                 raise WeightsError(f"{path} was not converted from the installed weights (sha256 of the source differs)")
             with zipfile.ZipFile(path) as zf:  # torch's checkpoint format; the CRCs cover every byte
                 bad = zf.testzip()

@@ -243,13 +243,23 @@ def check(path: Path) -> None:
         raise WeightsError(f"{path} does not load as whisper weights: {exc}") from exc
 
 
+def _stamp(target: Path) -> Path:
+    return target.with_suffix(".source-sha256")
+
+
+def is_current(target: Path, digest: str) -> bool:
+    """Was ``target`` converted from the source weights whose sha256 is ``digest``?"""
+    stamp = _stamp(target)
+    return target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest
+
+
 def install(models_dir: Path, model: WhisperModel) -> Path:
     """Convert ``model`` into ``<models_dir>/whisper/`` unless a checked copy is there already."""
     target = weights_path(models_dir, model)
     raw = source_bytes(model)
     digest = hashlib.sha256(raw).hexdigest()
-    stamp = target.with_suffix(".source-sha256")
-    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == digest:
+    stamp = _stamp(target)
+    if is_current(target, digest):
         return target
     log.info("converting whisper %s into %s", model.value, target)
     convert(raw, target)
