@@ -226,8 +226,17 @@ def turn_prompt(proc: Process, first: Message) -> str:
     return render([*proc.messages[:proc.pinned], *proc.messages[max(start, proc.pinned):]])
 
 
-def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, call_names: list[str]) -> Decision:
+def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, call_names: list[str],
+                 request: Message | None = None) -> Decision:
     """This round's decision, on the context ``TurnOptions.decision_context`` names.
+
+    With ``request`` (passages of the user's documents came in before it this turn), the decision
+    reads the turn from the request on, whatever the mode: the boot messages, the request, and
+    this turn's calls and results, without the passages. Shown passages full of figures and
+    names, the 0.5B model called the calculator or ``browser.find`` on them instead of answering
+    (tests/memory/test_document_answers.py); a request that does want a device ("add up the
+    figures in my budget") still gets it, and the call's arguments are written with the passages
+    in view.
 
     "conversation": ``prompt``, the whole conversation (the design before: a history of answers
     given without a call taught the model to answer). "turn": the boot messages and this turn
@@ -238,6 +247,9 @@ def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, 
     from that snapshot instead of evaluating the conversation again.
     """
     opts = svc.options
+    if request is not None:
+        return decide(svc.backend, DECISION_PID, turn_prompt(proc, request), call_names,
+                      opts.decision_threshold, svc.calibration)
     whole = decide(svc.backend, proc.pid, prompt, call_names, opts.decision_threshold, svc.calibration)
     if opts.decision_context == "conversation":
         return whole
@@ -256,6 +268,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     passages = page_in(svc, proc, user_text)
     append(svc, proc, Message("user", user_text))
     first = proc.messages[before]  # the turn's first message (a page brought in, or the request)
+    request = proc.messages[-1] if passages else None  # what the decision reads from (decide_round)
     call_names = [name for name, _ in svc.registry.calls()]
     syscalls: list[dict[str, Any]] = []
     seen_calls: set[str] = set()
@@ -284,7 +297,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
             if forced is not None:
                 chosen: str | None = forced
             else:
-                decision = decide_round(svc, proc, first, prompt, call_names)
+                decision = decide_round(svc, proc, first, prompt, call_names, request)
                 svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
                 yield Yield.SLICE
                 chosen = decision.call

@@ -155,6 +155,46 @@ def test_passages_come_with_the_note_to_cite_them_and_say_when_they_do_not_hold_
     assert "three months" in prompt[block:]
 
 
+
+class _Recording(ScriptedBackend):
+    """A scripted backend that keeps the prompts each decision was scored on."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.scored: list[str] = []
+
+    def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:
+        self.scored.append(prompt)
+        return super().score(pid, prompt, continuations)
+
+
+def test_a_document_question_is_decided_on_the_request_and_answered_with_the_passages_in_view(lease_store):
+    backend = _Recording(["ANSWER: 1,150 euros a month [lease, Tenancy agreement > 1. Rent]."])
+    kernel = Kernel(backend, DeviceRegistry.from_entry_points(), pager=DiskPager(lease_store)).start()
+    try:
+        pid = kernel.spawn("chat")
+        question = "How much is the rent a month, according to my lease?"
+        result = kernel.submit(pid, question).result(30)
+    finally:
+        kernel.shutdown()
+    assert "1,150" in result.answer and not result.syscalls
+    decisions = [p for p in backend.scored if question in p]
+    assert decisions and all("Nordbank" not in p and DOCUMENTS_NOTE not in p for p in decisions)
+    assert "Nordbank" in backend.history[-1]  # the answer was written with the passage in view
+
+
+def test_a_document_question_that_wants_a_device_still_calls_it_with_the_passages_in_view(lease_store):
+    backend = _Recording(['CALL calculator.evaluate {"expression": "1150*12"}', "ANSWER: 13,800 euros a year."])
+    kernel = Kernel(backend, DeviceRegistry.from_entry_points(), pager=DiskPager(lease_store)).start()
+    try:
+        pid = kernel.spawn("chat")
+        result = kernel.submit(pid, "Multiply the monthly rent in my lease by 12.").result(30)
+    finally:
+        kernel.shutdown()
+    assert [c["result"] for c in result.syscalls] == ["13800"]
+    arguments = next(p for p in backend.history if p.rstrip().endswith("CALL calculator.evaluate"))
+    assert "1,150 euros" in arguments
+
 def _turn(store: Path, reply: str, question: str) -> str:
     kernel = Kernel(ScriptedBackend([reply]), DeviceRegistry(), pager=DiskPager(store)).start()
     try:
