@@ -33,9 +33,12 @@ import re
 
 __all__ = ["HINT", "normalise"]
 
-# The line a refused expression's error page ends with: how to write what was meant.
-HINT = ("write it as arithmetic: powers as 1234**2, roots as sqrt(2), rounding as round(x, 2), "
-        "percentages as 15% of 80")
+# The line a refused expression's error page ends with: how to write what was meant. Letters, not
+# numbers: shown "powers as 1234**2", the embedded 0.5B model sent "1234**2" for "2 to the power
+# of 10" (a wrong result that succeeds), and "5*7*24*60" for every unit question after an example
+# of it. Copied, these placeholders are refused again (tests/plugins/test_calculator_words.py).
+HINT = ("write it with numbers and operators only: powers as a**2, roots as sqrt(a), "
+        "rounding as round(a, 2), percentages as p% of a")
 
 _COUNTS = {"zero": 0, "no": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
            "seven": 7, "eight": 8, "nine": 9, "ten": 10}

@@ -75,7 +75,7 @@ def test_the_gate_never_shows_the_start_of_a_claim():
             break
         shown += "".join(out)
     assert gate.claim is not None and "Remem" not in shown and gate.safe == "Sure! "
-    plain = Gate(lambda text, since: None, hold=4)
+    plain = Gate(lambda text, since, complete: None, hold=4)
     assert plain.feed("Hello") == [] and plain.feed(" there, ") == ["Hello"] and plain.feed("friend") == [" there, "]
     assert plain.flush() == ["friend"]
 

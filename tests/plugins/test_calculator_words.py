@@ -82,7 +82,13 @@ def test_what_is_still_refused_says_how_to_write_it(expression: str) -> None:
     message = refused(expression)
     assert message.startswith(f"cannot read {expression!r}")
     assert message.endswith(HINT)
-    assert "1234**2" in message and "round(x, 2)" in message
+    assert "a**2" in message and "round(a, 2)" in message
+
+
+@pytest.mark.parametrize("copied", [HINT, "a**2", "sqrt(a)", "round(a, 2)", "p% of a", HINT.partition(": ")[2]])
+def test_the_hint_copied_as_the_expression_is_refused_not_computed(copied: str) -> None:
+    # A small model copies what its error page shows: a copied hint must not become a number.
+    assert refused(copied).startswith("cannot read")
 
 
 def test_the_error_page_shows_what_the_words_were_read_as() -> None:
