@@ -26,7 +26,7 @@ from .paging import (
 )
 from .registry import DeviceRegistry
 from .syscalls.claims import ClaimCheck, Gate, not_done, results_of
-from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decision, decide
+from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decision, decide, retry
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.grammar import GrammarError
 from .syscalls.protocol import (
@@ -53,6 +53,9 @@ class TurnOptions:
     # or "both" (the turn's decision, else the conversation's if it calls); docs/decisions.md
     decision_context: str = "both"
     check_claims: bool = True  # catch answers presenting a device result this turn did not produce
+    # after a call whose arguments were refused, ask the model whether it calls again (with the
+    # error page in view) before it answers, even when the round's decision would answer
+    retry_failed_calls: bool = True
 
 
 @dataclass
@@ -260,6 +263,15 @@ def decide_round(svc: TurnServices, proc: Process, first: Message, prompt: str, 
     return own
 
 
+def retry_round(svc: TurnServices, proc: Process, first: Message, prompt: str, failed: SyscallResult,
+                request: Message | None = None) -> Decision:
+    """After ``failed`` (a call whose arguments were refused, its error page the last message):
+    does the model call it again, or answer? Scored on what ``decide_round`` reads."""
+    if request is None and svc.options.decision_context == "conversation":
+        return retry(svc.backend, proc.pid, prompt, failed.name)
+    return retry(svc.backend, DECISION_PID, turn_prompt(proc, request or first), failed.name)
+
+
 def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     """The task of one user turn: decide, call devices, answer. Returns a TurnResult."""
     opts = svc.options
@@ -285,6 +297,8 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     call_id = 0
     forced: str | None = None  # a call the answer claimed without making it: made in the next round
     forced_result: SyscallResult | None = None
+    forced_calls: set[str] = set()  # each claimed call is made at most once
+    refused: SyscallResult | None = None  # the last call, when its arguments were refused
     shown = ""  # what the answer had shown before a forced call
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
@@ -298,6 +312,9 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 chosen: str | None = forced
             else:
                 decision = decide_round(svc, proc, first, prompt, call_names, request)
+                if decision.call is None and refused is not None and opts.retry_failed_calls:
+                    # The model has seen the error page (and how to write it): may it try again?
+                    decision = retry_round(svc, proc, first, prompt, refused, request)
                 svc.emit(events.SyscallDecided(proc.pid, decision.call, decision.margin, decision.threshold))
                 yield Yield.SLICE
                 chosen = decision.call
@@ -329,6 +346,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 append(svc, proc, Message("assistant", reply))
                 return _result(proc, reply, syscalls, started, clock, answer_tokens[0])
             parsed = reply
+        refused = None
         if parsed is not None:
             key = f"{parsed.name} {json.dumps(parsed.arguments, sort_keys=True)}"
             if key not in seen_calls and not proc.stop_requested:
@@ -336,6 +354,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 call_id += 1
                 result = yield from _syscall(svc, proc, parsed, call_id)
                 syscalls.append(result.as_dict())
+                refused = result if not result.ok and result.correctable else None
                 if forced is not None:
                     forced, forced_result = None, result
                 continue
@@ -343,12 +362,13 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         # Answer.
         answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens)
         if claim is not None:
-            if (claim.call in call_names and forced_result is None and round_no < opts.max_rounds
-                    and svc.backend.supports_scoring and not proc.stop_requested):
+            if (claim.call in call_names and forced_result is None and claim.call not in forced_calls
+                    and round_no < opts.max_rounds and svc.backend.supports_scoring and not proc.stop_requested):
                 # The answer presented a result of a call that did not run: make the call, answer again.
                 log.info("process %d: the answer claimed %s without the call (%r): calling it",
                          proc.pid, claim.call, claim.evidence)
                 forced, shown = claim.call, answer
+                forced_calls.add(claim.call)
                 continue
             # Nothing to back it with (or the call was made and the answer still claims otherwise).
             log.info("process %d: the answer claimed %s (%r): replaced", proc.pid, claim.call, claim.evidence)
@@ -377,7 +397,8 @@ def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str)
     earlier = results_of(proc.messages[proc.pinned:start])
     this_turn = results_of(proc.messages[start:])
     calls = {name: call.description for name, call in svc.registry.calls()}
-    return ClaimCheck(request, this_turn, earlier, calls)
+    turn_text = "\n".join(m.content for m in proc.messages[start:])
+    return ClaimCheck(request, this_turn, earlier, calls, turn_text)
 
 
 def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
@@ -421,7 +442,8 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
     device, _, call = parsed.name.partition(".")
     svc.emit(events.SyscallStarted(proc.pid, call_id, device, call, arguments))
     if parsed.error is not None:
-        result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
+        result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}",
+                               correctable=True)
     else:
         result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
                                                      contacted=proc.contacted,

@@ -27,6 +27,7 @@ from ..registry import DeviceRegistry, UnknownCall
 log = logging.getLogger(__name__)
 
 MAX_RESULT_CHARS = 8_000
+ERROR_PREFIX = "Error: "  # how a failed call's result page begins
 CONSENT_TIMEOUT_S = 120.0  # how long a call may wait for the user's answer before its own deadline
 
 
@@ -41,6 +42,9 @@ class SyscallResult:
     trusted: bool = True
     source: str = ""
     seconds: float = 0.0
+    # the call's arguments were refused (invalid, or the device's own refusal): the same call
+    # with other arguments may succeed, so the kernel lets the model try again (kernel/turn.py)
+    correctable: bool = False
 
     @property
     def name(self) -> str:
@@ -49,7 +53,7 @@ class SyscallResult:
     def text(self) -> str:
         """The result as text for the model (already size-limited)."""
         if not self.ok:
-            return f"Error: {self.error}"
+            return f"{ERROR_PREFIX}{self.error}"
         value = self.value
         return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
@@ -259,7 +263,7 @@ class Dispatcher:
             jsonschema.validate(arguments, call.parameters)
         except jsonschema.ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "arguments"
-            return SyscallResult(device.name, call.name, arguments, ok=False,
+            return SyscallResult(device.name, call.name, arguments, ok=False, correctable=True,
                                  error=f"invalid arguments for {device.name}.{call.name} ({where}): {exc.message}")
         missing = self.policy.missing(device)
         if missing and (not self.policy.can_ask or self.policy.refused_this_run(device)):
@@ -397,7 +401,7 @@ class Dispatcher:
                 value = value.value
             result.value = _limit(_normalise(value))
         except DeviceError as exc:
-            result.ok, result.error = False, str(exc) or type(exc).__name__
+            result.ok, result.error, result.correctable = False, str(exc) or type(exc).__name__, True
         except Exception as exc:  # a device bug is an error value, and a log line
             log.warning("device %s.%s raised %s: %s", device.name, call.name, type(exc).__name__, exc)
             result.ok, result.error = False, f"{device.name}.{call.name} failed: {type(exc).__name__}: {exc}"

@@ -40,7 +40,7 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Callable, NamedTuple, Union
 
-__all__ = ["CalculatorError", "Result", "evaluate"]
+__all__ = ["CalculatorError", "NotReadable", "Result", "evaluate"]
 
 Number = Union[Fraction, float]
 
@@ -63,6 +63,11 @@ CONSTANTS = MappingProxyType({"pi": math.pi, "e": math.e, "tau": math.tau})
 
 class CalculatorError(ValueError):
     """The expression could not be evaluated; the message says why, in one line."""
+
+
+class NotReadable(CalculatorError):
+    """The expression is not written in the grammar (as opposed to a value it cannot compute,
+    such as 1/0): the device adds how to write it."""
 
 
 @dataclass(frozen=True)
@@ -446,7 +451,7 @@ BINARY = MappingProxyType({"+": operator.add, "-": operator.sub, "*": operator.m
 UNARY = MappingProxyType({"-": operator.neg, "+": operator.pos, "√": _sqrt, "∛": _root})
 # The only callables reachable from user input: name -> (min args, max args, implementation).
 FUNCTIONS: MappingProxyType[str, tuple[int, int, Callable[..., Number]]] = MappingProxyType({
-    "abs": (1, 1, abs), "round": (1, 2, _round), "min": (1, 99, min), "max": (1, 99, max),
+    "abs": (1, 1, abs), "round": (1, 2, _round), "pow": (2, 2, _power), "min": (1, 99, min), "max": (1, 99, max),
     "floor": (1, 1, _rounding(math.floor)), "ceil": (1, 1, _rounding(math.ceil)),
     "sqrt": (1, 1, _sqrt), "cbrt": (1, 1, _root), "root": (2, 2, _root),
     "exp": (1, 1, _real(math.exp)), "ln": (1, 1, _ln), "log": (1, 2, _log),
@@ -551,7 +556,11 @@ def evaluate(expression: str, *, timeout_s: float = 1.0) -> Result:
                               f"the limit is {MAX_LENGTH:,})")
     deadline = time.monotonic() + timeout_s
     try:
-        value = _Evaluator(deadline).eval(_Parser(_tokenize(expression)).parse())
+        try:
+            tree = _Parser(_tokenize(expression)).parse()
+        except CalculatorError as exc:
+            raise NotReadable(str(exc)) from None
+        value = _Evaluator(deadline).eval(tree)
         return Result(value, isinstance(value, Fraction), _format(value))
     except CalculatorError:
         raise

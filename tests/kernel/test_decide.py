@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
 from llmos.kernel.syscalls.decide import Calibration, decide, devices_of, warm
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_decisions.py"
+from tests.benches import bench_module
 
 
 class CountingBackend:
@@ -131,11 +128,7 @@ def test_calibration_is_kept_on_disk_and_a_damaged_file_is_only_a_cache(tmp_path
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_decisions", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_decisions"] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("decisions")
 
 
 @pytest.mark.model

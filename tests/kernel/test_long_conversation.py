@@ -3,9 +3,7 @@ device result the turn did not produce are caught (kernel/syscalls/claims.py, ke
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from llmos.kernel.process import Message
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.claims import ClaimCheck, Gate, Produced, find_claim, result_prefix, results_of
 from llmos.kernel.turn import TurnOptions
+from tests.benches import bench_module
 
 CALLS = {"memory.remember": "Store a fact in long-term memory so it can be recalled later.",
          "calculator.evaluate": "Evaluate an arithmetic expression exactly and return the number."}
@@ -75,7 +74,7 @@ def test_the_gate_never_shows_the_start_of_a_claim():
             break
         shown += "".join(out)
     assert gate.claim is not None and "Remem" not in shown and gate.safe == "Sure! "
-    plain = Gate(lambda text, since: None, hold=4)
+    plain = Gate(lambda text, since, complete: None, hold=4)
     assert plain.feed("Hello") == [] and plain.feed(" there, ") == ["Hello"] and plain.feed("friend") == [" there, "]
     assert plain.flush() == ["friend"]
 
@@ -168,12 +167,7 @@ def test_the_decision_reads_the_turn_and_the_answer_the_conversation():
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[2] / "bench" / "bench_conversations.py"
-    spec = importlib.util.spec_from_file_location("bench_conversations", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("conversations")
 
 
 def test_the_bench_judge_counts_claims_and_head_arithmetic():
