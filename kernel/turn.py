@@ -299,6 +299,9 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     forced_result: SyscallResult | None = None
     forced_calls: set[str] = set()  # each claimed call is made at most once
     refused: SyscallResult | None = None  # the last call, when its arguments were refused
+    # A failed call on a document turn: the answer is written from the passages without it in
+    # view (the 0.5B copied the calculator's error page as its answer to "how much is the rent?")
+    failed_calls: list[Message] = []
     shown = ""  # what the answer had shown before a forced call
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
@@ -354,13 +357,16 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 call_id += 1
                 result = yield from _syscall(svc, proc, parsed, call_id)
                 syscalls.append(result.as_dict())
+                if not result.ok:  # its call and its error page (the answer to a document question skips them)
+                    failed_calls.extend(proc.messages[-2:])
                 refused = result if not result.ok and result.correctable else None
                 if forced is not None:
                     forced, forced_result = None, result
                 continue
         forced = None
         # Answer.
-        answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens)
+        answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens,
+                                           tuple(failed_calls) if passages else ())
         if claim is not None:
             if (claim.call in call_names and forced_result is None and claim.call not in forced_calls
                     and round_no < opts.max_rounds and svc.backend.supports_scoring and not proc.stop_requested):
@@ -402,12 +408,13 @@ def _claim_check(svc: TurnServices, proc: Process, first: Message, request: str)
 
 
 def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
-            on_piece: Callable[[str], None], tokens: list[int]) -> Task:
+            on_piece: Callable[[str], None], tokens: list[int], unseen: tuple[Message, ...] = ()) -> Task:
     """Generate the answer; returns (text, None), or (the text before a claim, the claim).
+    ``unseen``: messages the answer is written without (they stay in the conversation).
 
     With ``check_claims`` the stream passes a :class:`~.syscalls.claims.Gate`: nothing from a
     claim's start is shown, and generation stops there."""
-    prompt = f"{render(proc.messages)}{ANSWER_PREFIX}"
+    prompt = f"{render([m for m in proc.messages if not any(m is u for u in unseen)])}{ANSWER_PREFIX}"
     if not svc.options.check_claims:
         text, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
                                                on_piece=on_piece)

@@ -13,7 +13,7 @@ from llmos.kernel.devices import Untrusted
 from llmos.kernel.loop import Kernel
 from llmos.kernel.paging import RECALL_CALL, RECALL_HEADER, grounded
 from llmos.kernel.registry import DeviceRegistry
-from llmos.kernel.turn import DOCUMENTS_NOTE, UNGROUNDED_NOTE
+from llmos.kernel.turn import DOCUMENTS_NOTE, UNGROUNDED_NOTE, TurnOptions
 from llmos.memory.disk import DiskStore, Hit
 from llmos.memory.ingest import ingest
 from llmos.memory.pager import DiskPager, passage
@@ -194,6 +194,22 @@ def test_a_document_question_that_wants_a_device_still_calls_it_with_the_passage
     assert [c["result"] for c in result.syscalls] == ["13800"]
     arguments = next(p for p in backend.history if p.rstrip().endswith("CALL calculator.evaluate"))
     assert "1,150 euros" in arguments
+
+
+def test_after_a_failed_call_a_document_question_is_answered_from_the_passages_without_the_error_page(lease_store):
+    backend = _Recording(['CALL calculator.evaluate {"expression": "1,150 euros a month"}',
+                          "ANSWER: 1,150 euros a month [lease, Tenancy agreement > 1. Rent]."])
+    kernel = Kernel(backend, DeviceRegistry.from_entry_points(), pager=DiskPager(lease_store),
+                    options=TurnOptions(retry_failed_calls=False)).start()
+    try:
+        pid = kernel.spawn("chat")
+        result = kernel.submit(pid, "How much is the rent a month, according to my lease?").result(30)
+    finally:
+        kernel.shutdown()
+    assert [c["ok"] for c in result.syscalls] == [False]
+    answer_prompt = backend.history[-1]
+    assert "Nordbank" in answer_prompt and "Error:" not in answer_prompt
+    assert result.answer.startswith("1,150 euros a month")
 
 def _turn(store: Path, reply: str, question: str) -> str:
     kernel = Kernel(ScriptedBackend([reply]), DeviceRegistry(), pager=DiskPager(store)).start()
