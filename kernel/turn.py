@@ -411,7 +411,8 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
         result = SyscallResult(device, call, arguments, ok=False, error=f"malformed call: {parsed.error}")
     else:
         result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
-                                                     contacted=proc.contacted,
+                                                     contacted=proc.contacted, pid=proc.pid,
+                                                     conversation=proc.conversation,
                                                      # the flow rule applies to a tainted process only
                                                      provenance=Provenance.of(proc.messages, proc.pinned)
                                                      if proc.tainted else None))
