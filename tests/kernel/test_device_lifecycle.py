@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,31 +16,16 @@ from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.dispatch import Dispatcher, GrantPolicy
 from llmos.kernel.syscalls.executor import WORKERS_PER_DEVICE
 from tests.mcp_processes import notes_server, running
+from tests.plugins.pages import serve
 
-PAGE = b"<html><head><title>Foxes</title></head><body><article><p>The silver fox was seen by the river " \
-       b"in 1987, and the red fox every night since.</p></article></body></html>"
-
-
-class _Page(BaseHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
+PAGE = "<html><head><title>Foxes</title></head><body><article><p>The silver fox was seen by the river " \
+       "in 1987, and the red fox every night since.</p></article></body></html>"
 
 
 @pytest.fixture()
 def page_url() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/foxes"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(lambda path: PAGE) as site:
+        yield f"{site.url}/foxes"
 
 
 def kernel_on(replies: list[str], tmp_path: Path, *extra: Device) -> Kernel:
