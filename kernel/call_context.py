@@ -70,10 +70,10 @@ class CallContext:
     state: Any = None  # what the device's setup returned for this device instance
     caller: Caller = Caller()
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    _reason: str = ""
-    _on_cancel: list[Callable[[], Any]] = field(default_factory=list, repr=False)
-    _finished: bool = False
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    _reason: str = field(default="", init=False)
+    _on_cancel: list[Callable[[], Any]] = field(default_factory=list, init=False, repr=False)
+    _finished: bool = field(default=False, init=False)
 
     @property
     def cancelled(self) -> bool:
@@ -129,6 +129,11 @@ class CallContext:
         for callback in callbacks:
             _run(callback)
         return True
+
+    @property
+    def finished(self) -> bool:
+        """The call's answer was taken (it can no longer be cancelled)."""
+        return self._finished
 
     def finish(self) -> bool:
         """The call has answered: True unless it was cancelled first (then its answer is dropped)."""

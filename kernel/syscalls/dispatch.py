@@ -337,9 +337,9 @@ class Dispatcher:
         device, call = plan.device, plan.call
         instance = self.registry.instance(device.name)
         asking = plan.missing or plan.consent is not None  # time for the user to answer
-        context = CallContext(pid, conversation, instance.data_dir, dict(instance.settings),
-                              time.monotonic() + call.timeout_s + (CONSENT_TIMEOUT_S if asking else 0.0),
-                              instance.state, plan.caller)
+        context = CallContext(pid=pid, conversation=conversation, data_dir=instance.data_dir,
+                              settings=dict(instance.settings), state=instance.state, caller=plan.caller,
+                              deadline=time.monotonic() + call.timeout_s + (CONSENT_TIMEOUT_S if asking else 0.0))
         pending = _Pending(plan, context, future)
         with self._lock:
             if self._closed:
@@ -462,9 +462,14 @@ class _Pending:
         """The device's answer, dropped when the call was cancelled first."""
         if self.context.finish():
             self.future.set_result(result)
+        else:  # cancelled by someone who did not answer for it (the device itself): say so
+            self._resolve(self.failed(f"{self.plan.device.name}.{self.plan.call.name} was cancelled: "
+                                      f"{self.context.reason}", seconds=time.monotonic() - self.started))
 
     def timed_out(self) -> None:
         """The watchdog cancelled the call at its deadline."""
+        if self.future.done():
+            return
         call = self.plan.call
         result = self.failed(f"{self.plan.device.name}.{call.name} did not answer within {call.timeout_s:g} s",
                              seconds=call.timeout_s)

@@ -85,7 +85,7 @@ class Watchdog:
         self._closed = False
 
     def watch(self, context: CallContext, on_timeout: Callable[[], None]) -> None:
-        """At ``context.deadline``: cancel the call, and if that cancelled it, ``on_timeout()``."""
+        """At ``context.deadline``, unless the call has answered: cancel it and ``on_timeout()``."""
         with self._wake:
             if self._closed:
                 return
@@ -106,11 +106,13 @@ class Watchdog:
                 if context.deadline > time.monotonic():  # it moved: wait for the new one
                     heapq.heappush(self._heap, (context.deadline, next(self._order), context, on_timeout))
                     continue
-            if context.cancel("its deadline passed"):
-                try:
-                    on_timeout()
-                except Exception:
-                    log.exception("a call's timeout handler failed")
+            if context.finished:
+                continue
+            context.cancel("its deadline passed")  # False when it was cancelled before: answer anyway
+            try:
+                on_timeout()
+            except Exception:
+                log.exception("a call's timeout handler failed")
 
     def close(self) -> None:
         with self._wake:

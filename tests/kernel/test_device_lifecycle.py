@@ -234,3 +234,22 @@ def test_a_registry_stop_ends_its_mcp_server_processes(tmp_path):
     finally:
         registry.stop()
     assert running(spec) == 0
+
+
+def test_a_call_that_cancels_itself_still_answers_once():
+    device = Device("quitter", description="Gives up.")
+
+    @device.call(timeout_s=30.0)
+    def give_up(context: CallContext) -> str:
+        """Give up at once."""
+        context.cancel("it gave up")
+        return "this answer is dropped"
+
+    registry = DeviceRegistry()
+    registry.register(device)
+    dispatcher = Dispatcher(registry, GrantPolicy())
+    try:
+        result = dispatcher.submit("quitter.give_up", {}).result(10)  # not the 30 s deadline
+    finally:
+        dispatcher.close()
+    assert not result.ok and "was cancelled: it gave up" in result.error
