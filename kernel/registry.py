@@ -88,6 +88,8 @@ class DeviceRegistry:
         self._instances: dict[str, Instance] = {}  # the started devices, in start order
         self._factories: list[_Factory] = []  # called at start, with a DeviceContext
         self._prepared: tuple[Path, dict[str, dict[str, Any]]] | None = None
+        self._broken_at_start = 0
+        self._failed: list[Device] = []  # unregistered because their setup raised, this start
         self.started = False
 
     @classmethod
@@ -146,6 +148,7 @@ class DeviceRegistry:
         if self.started:
             return
         self.started = True
+        self._broken_at_start = len(self.broken)
         settings = settings or {}
         for factory in self._factories:
             context = DeviceContext(data_dir / "devices" / factory.name, dict(settings.get(factory.name, {})))
@@ -161,6 +164,7 @@ class DeviceRegistry:
             except Exception as exc:
                 log.warning("device %s failed to start: %s", device.name, exc)
                 self.unregister(device.name)
+                self._failed.append(device)
                 self.broken.append(BrokenPlugin(device.name, f"{device.name} (start)", f"{type(exc).__name__}: {exc}"))
             else:
                 self._instances[device.name] = Instance(context.data_dir, context.settings, state)
@@ -180,6 +184,10 @@ class DeviceRegistry:
             for name in factory.made:
                 self.unregister(name)
             factory.made = []
+        del self.broken[self._broken_at_start:]  # what failed at this start is tried again at the next
+        for device in self._failed:
+            self.register(device)
+        self._failed = []
         self.started = False
 
     def instance(self, name: str) -> Instance:

@@ -253,3 +253,44 @@ def test_a_call_that_cancels_itself_still_answers_once():
     finally:
         dispatcher.close()
     assert not result.ok and "was cancelled: it gave up" in result.error
+
+
+def test_entry_points_may_name_a_device_or_a_factory_and_each_registry_gets_its_own(monkeypatch, tmp_path):
+    from dataclasses import dataclass
+
+    import llmos.kernel.registry as registry_module
+    from llmos.kernel.devices import Unavailable
+
+    @dataclass
+    class _EntryPoint:  # what importlib.metadata gives the registry
+        name: str
+        value: str
+        target: object
+
+        def load(self) -> object:
+            return self.target
+
+    def bare() -> Device:
+        return Device("bare", description="A fresh device per registry.")
+
+    seen: list[DeviceContext] = []
+
+    def configured(context: DeviceContext) -> list:
+        seen.append(context)
+        return [Device(f"made_{n}", description="Made from the settings.") for n in context.settings["names"]] + [
+            Unavailable("ghost", "it would not start")]
+
+    fixed = Device("fixed", description="A module-level device (the v0 form).")
+    points = [_EntryPoint("bare", "x:bare", bare), _EntryPoint("fixed", "x:fixed", fixed),
+              _EntryPoint("made", "x:configured", configured), _EntryPoint("junk", "x:junk", 42)]
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: points)
+    one, two = DeviceRegistry.from_entry_points(), DeviceRegistry.from_entry_points()
+    assert one.get("bare") is not two.get("bare") and one.get("fixed") is two.get("fixed")
+    assert [b.name for b in one.broken] == ["junk"] and seen == []  # the configured factory waits for start
+    one.start(tmp_path, {"made": {"names": ["a", "b"]}})
+    assert [d.name for d in one.devices()] == ["bare", "fixed", "made_a", "made_b"]
+    assert seen == [DeviceContext(tmp_path / "devices" / "made", {"names": ["a", "b"]})]
+    assert ("made.ghost", "it would not start") in [(b.name, b.error) for b in one.broken]
+    assert [d.name for d in two.devices()] == ["bare", "fixed"]  # not started: nothing made
+    one.stop()
+    assert [d.name for d in one.devices()] == ["bare", "fixed"] and [b.name for b in one.broken] == ["junk"]
