@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
-from llmos.kernel.registry import BrokenPlugin, DeviceRegistry
+from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.dispatch import AskPermission, Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
 from llmos.memory.journal import Journal
@@ -34,9 +35,11 @@ def grant_policy(config: Config, grant_all: bool = False, ask: AskPermission | N
 
 def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceRegistry | None = None,
                  consent: Consent | None = None, ask: AskPermission | None = None) -> Kernel:
-    """A kernel for ``config``, not started (call ``start()``; the model loads on the kernel thread)."""
+    """A kernel for ``config``, not started (call ``start()``: its devices start, MCP servers
+    included, and the model loads on the kernel thread). Until then it holds no device resources,
+    so the desktop can build the next kernel before it shuts the old one down."""
     if registry is None:
-        registry = build_registry(config)
+        registry = build_registry(config, start=False)
     kernel = Kernel(make_backend(config), registry, turn_options(config), grant_policy(config, grant_all, ask), consent,
                     calibration_store=config.resolved_data_dir() / "calibration.json",
                     pager=DiskPager(config.resolved_data_dir() / "devices" / "memory" / "chroma",
@@ -45,35 +48,29 @@ def build_kernel(config: Config, *, grant_all: bool = False, registry: DeviceReg
     return kernel
 
 
-def build_registry(config: Config) -> DeviceRegistry:
-    """Every device: the entry-point plugins (built-ins too) and the configured MCP servers, started."""
+def build_registry(config: Config, *, start: bool = True) -> DeviceRegistry:
+    """Every device: the entry-point plugins (built-ins too, and the ``mcp`` factory that makes
+    a device of each configured MCP server), started (``start=False``: prepared, for
+    ``Kernel.start``). Stop it with ``registry.stop()`` (``Kernel.shutdown`` does)."""
     registry = DeviceRegistry.from_entry_points()
-    add_mcp_devices(registry, config)
     settings = {name: dict(values) for name, values in (config.devices or {}).items()}  # [devices.<name>]
     if config.chroma_url:
         settings.setdefault("memory", {})["chroma_url"] = config.chroma_url
     settings.setdefault("memory", {}).setdefault("document_embedder", config.document_embedder)
-    registry.start(config.resolved_data_dir(), settings)
+    settings["mcp"] = mcp_settings(config)
+    registry.prepare(config.resolved_data_dir(), settings)
+    if start:
+        registry.start()
     return registry
 
 
-def add_mcp_devices(registry: DeviceRegistry, config: Config) -> None:
-    """Each configured MCP server becomes a device; one that fails is listed as broken."""
-    servers = (config.mcp or {}).get("servers", {})
-    if not servers:
-        return
-    from llmos.plugins.mcp import mcp_devices
-    from llmos.plugins.mcp.pins import PinStore, pins_path
+def mcp_settings(config: Config) -> dict[str, Any]:
+    """The ``mcp`` factory's settings: the configured servers, and where their tool lists are
+    pinned (a changed or new tool waits for `llmos devices approve SERVER`)."""
+    from llmos.plugins.mcp.pins import pins_path
 
-    # pinned tool lists: a changed or new tool waits for `llmos devices approve SERVER`
-    devices, errors = mcp_devices(servers, PinStore(pins_path(config.resolved_data_dir())))
-    for device in devices:
-        try:
-            registry.register(device)
-        except ValueError as exc:  # the same name as a built-in device
-            errors.append((device.name, str(exc)))
-    for name, error in errors:
-        registry.broken.append(BrokenPlugin(f"mcp.{name}", f"mcp server {name}", error))
+    return {"servers": dict((config.mcp or {}).get("servers", {})),
+            "pins_file": str(pins_path(config.resolved_data_dir()))}
 
 
 def journal_path(config: Config) -> Path:

@@ -130,16 +130,30 @@ def _error(message: str) -> int:
 
 
 def cmd_devices(args: argparse.Namespace, config: Config) -> int:
-    from llmos.app.boot import build_registry, grant_policy
-    from llmos.kernel.syscalls.dispatch import Dispatcher
+    from llmos.app.boot import build_registry
 
     registry = build_registry(config)
+    try:
+        return _devices(args, config, registry)
+    finally:
+        registry.stop()  # the devices' teardown: MCP server processes end
+
+
+def _devices(args: argparse.Namespace, config: Config, registry: Any) -> int:
+    from llmos.app.boot import grant_policy
+    from llmos.kernel.syscalls.dispatch import Dispatcher
+
     if args.devices_command == "call":
         try:
             arguments = json.loads(args.args)
         except json.JSONDecodeError as exc:
             return _error(f"--args is not valid JSON: {exc}")
-        result = Dispatcher(registry, grant_policy(config, args.yes, ask=_tty_permission if sys.stdin.isatty() else None)).call_blocking(args.name, arguments)
+        dispatcher = Dispatcher(registry, grant_policy(config, args.yes,
+                                                       ask=_tty_permission if sys.stdin.isatty() else None))
+        try:
+            result = dispatcher.call_blocking(args.name, arguments)
+        finally:
+            dispatcher.close()
         if args.json:
             print(json.dumps(result.as_dict(), ensure_ascii=False))
         elif result.ok:

@@ -806,6 +806,8 @@ class ChatWindow(QMainWindow):
 
         def work() -> "Kernel":
             new = factory(config)  # a bad config fails here, and the old kernel goes on
+            # built, not started: it holds no devices yet. The old kernel's devices stop first
+            # (its MCP server processes end, its memory store closes), then the new ones start.
             old.shutdown(timeout=30.0)
             return new.start()
 

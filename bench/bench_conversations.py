@@ -133,7 +133,7 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
             outcomes.append(outcome)
             if log is not None:
                 log(describe(outcome))
-        stored = facts_stored(registry, conversation)
+        stored = facts_stored(kernel.dispatcher, conversation)
     finally:
         kernel.shutdown(close_backend=False)
         for info in kernel.processes():
@@ -143,12 +143,15 @@ def run_conversation(backend: Any, conversation: dict[str, Any], options: Any, l
     return ConversationOutcome(conversation["id"], outcomes, stored, asked, time.monotonic() - started)
 
 
-def facts_stored(registry: Any, conversation: dict[str, Any]) -> int:
-    """How many of the facts asked to be remembered the store holds (asked through the memory device)."""
-    _, recall = registry.resolve("memory.recall")
+def facts_stored(dispatcher: Any, conversation: dict[str, Any]) -> int:
+    """How many of the facts asked to be remembered the store holds (asked through the memory device,
+    called as the kernel calls it)."""
     facts = [t["fact"] for t in conversation["turns"] if t["expect"] == "memory.remember"]
-    return sum(1 for words in facts
-               if all(w.lower() in str(recall.function(query=" ".join(words), limit=3)).lower() for w in words))
+
+    def recalled(words: list[str]) -> str:
+        return str(dispatcher.call_blocking("memory.recall", {"query": " ".join(words), "limit": 3}).value)
+
+    return sum(1 for words in facts if all(w.lower() in recalled(words).lower() for w in words))
 
 
 def describe(t: TurnOutcome) -> str:

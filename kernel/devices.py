@@ -21,6 +21,14 @@ schema comes from their signature and docstring::
 Register it in your package's ``pyproject.toml`` under the entry-point group ``llmos.devices``
 (``weather = "llmos_weather:device"``). The built-in devices register through the same group.
 
+The entry point may also name a *factory*: a callable that returns a device (or several), called
+once per registry, with no arguments or with a :class:`DeviceContext` (then at start, with the
+settings). Either way a device is an instance with a lifecycle: ``@device.setup`` may return the
+instance's state (each registry, and so each kernel, has its own; a call gets it as
+``context.state`` from its :class:`CallContext`), and ``@device.teardown`` gets that state back
+when the registry stops (``Kernel.shutdown``). State that belongs to a process (the browser's open
+page) is kept by ``context.pid``, never in a module global.
+
 A call reports failure by raising :class:`DeviceError` (or any exception): the kernel turns it
 into an error page for the model; it never crashes the kernel. Results are plain values
 (str, numbers, dicts, lists); return :class:`Untrusted` around text that came from outside
@@ -34,7 +42,6 @@ import json
 import os
 import re
 import tempfile
-from contextvars import ContextVar
 import types
 import typing
 import urllib.parse
@@ -44,17 +51,25 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .call_context import CallContext, Caller, Cancelled, DeviceError, caller, commit, current_call
+
 __all__ = [
     "Call",
+    "CallContext",
     "Caller",
+    "Cancelled",
     "Device",
     "DeviceContext",
     "DeviceError",
+    "DeviceFactory",
     "Example",
     "Permission",
     "SAVED_FILE",
+    "Unavailable",
     "Untrusted",
     "caller",
+    "commit",
+    "current_call",
     "destination",
     "one_line",
     "schema_from_function",
@@ -84,8 +99,9 @@ SIDE_EFFECT_PERMISSIONS = frozenset({Permission.FILES_WRITE, Permission.PROCESS,
 SAVED_FILE = "saved_file"
 
 # A call's destinations: the network places it will contact, from its arguments ("host:port"
-# strings or URLs); None = unknown. See ``@device.call(destinations=...)``.
-Destinations = Callable[[dict[str, Any]], Iterable[str] | None]
+# strings or URLs), and optionally the device instance's settings (a second parameter); None =
+# unknown. See ``@device.call(destinations=...)``.
+Destinations = Callable[..., Iterable[str] | None]
 
 
 def destination(address: str) -> str:
@@ -104,37 +120,12 @@ def destination(address: str) -> str:
     return f"{host}:{port}" if port else host
 
 
-class DeviceError(Exception):
-    """Raised by a device call for an expected failure; the message goes to the model as is."""
-
-
 @dataclass(frozen=True)
 class Untrusted:
     """A result that came from outside (web, files, MCP): shown to the model as marked data."""
 
     value: Any
     source: str = ""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """What a device call may know about the process that made it (:func:`caller`).
-
-    ``tainted``: the process has read untrusted content, so what the call is given may come from
-    it; ``sources``: where that content came from (a page's address, ``mcp:<server>``). A device
-    that stores what it is given keeps these with it (the memory device does).
-    """
-
-    tainted: bool = False
-    sources: tuple[str, ...] = ()
-
-
-_CALLER: ContextVar[Caller] = ContextVar("llmos_device_caller", default=Caller())
-
-
-def caller() -> Caller:
-    """Inside a device call: the calling process's taint and sources (untainted outside a call)."""
-    return _CALLER.get()
 
 
 @dataclass(frozen=True)
@@ -146,6 +137,20 @@ class DeviceContext:
 
     data_dir: Path
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """What a factory returns, beside its devices, for one it could not make (an MCP server that
+    did not start): listed as broken by `llmos devices`; the OS goes on without it."""
+
+    name: str
+    error: str
+
+
+# An entry point's factory: ``factory()`` or ``factory(context)`` -> a device, or several (and
+# Unavailable records for the ones it could not make).
+DeviceFactory = Callable[..., "Device | Iterable[Device | Unavailable]"]
 
 
 @dataclass(frozen=True)
@@ -171,13 +176,16 @@ class Call:
     timeout_s: float = 10.0
     side_effects: bool = False
     destinations: Destinations | None = None
+    context_parameter: str | None = None  # the parameter that receives the CallContext, if any
 
-    def destinations_for(self, arguments: dict[str, Any]) -> list[str] | None:
-        """Where this call will connect with ``arguments`` (normalised), or None when unknown."""
+    def destinations_for(self, arguments: dict[str, Any], settings: dict[str, Any] | None = None) -> list[str] | None:
+        """Where this call will connect with ``arguments`` (normalised), or None when unknown.
+        A declaration that takes two parameters also gets the device instance's ``settings``."""
         if self.destinations is None:
             return None
         try:
-            found = self.destinations(arguments)
+            takes_settings = len(inspect.signature(self.destinations).parameters) >= 2
+            found = self.destinations(arguments, settings or {}) if takes_settings else self.destinations(arguments)
             return None if found is None else sorted({destination(str(d)) for d in found})
         except Exception:  # a bad address or a buggy declaration: unknown, so treated as new
             return None
@@ -201,21 +209,36 @@ class Device:
         self.description = description
         self.permissions = tuple(Permission(p) for p in permissions)
         self.calls: dict[str, Call] = {}
-        self._setup: Callable[[DeviceContext], None] | None = None
+        self._setup: Callable[[DeviceContext], Any] | None = None
+        self._teardown: Callable[[Any], None] | None = None
 
-    def setup(self, function: Callable[[DeviceContext], None]) -> Callable[[DeviceContext], None]:
+    def setup(self, function: Callable[[DeviceContext], Any]) -> Callable[[DeviceContext], Any]:
         """Decorator: ``function(context)`` runs once when the OS starts the device.
 
-        Open stores, read settings, check that what the device needs is there. Raising here marks
-        the device broken (listed by `llmos devices`); the OS goes on without it.
+        Open stores, read settings, check that what the device needs is there. What it returns is
+        this instance's state (``CallContext.state`` in a call, the argument of the teardown).
+        Raising here marks the device broken (listed by `llmos devices`); the OS goes on without it.
         """
         self._setup = function
         return function
 
-    def start(self, context: DeviceContext) -> None:
-        if self._setup is not None:
-            context.data_dir.mkdir(parents=True, exist_ok=True)
-            self._setup(context)
+    def teardown(self, function: Callable[[Any], None]) -> Callable[[Any], None]:
+        """Decorator: ``function(state)`` runs when the OS stops the device (the registry stops,
+        as the kernel shuts down), with what setup returned: close stores, end server processes."""
+        self._teardown = function
+        return function
+
+    def start(self, context: DeviceContext) -> Any:
+        """Run the setup hook; its return value is the instance's state."""
+        if self._setup is None:
+            return None
+        context.data_dir.mkdir(parents=True, exist_ok=True)
+        return self._setup(context)
+
+    def stop(self, state: Any = None) -> None:
+        """Run the teardown hook with the instance's state."""
+        if self._teardown is not None:
+            self._teardown(state)
 
     def call(
         self,
@@ -254,6 +277,7 @@ class Device:
                 timeout_s=timeout_s,
                 side_effects=side_effects,
                 destinations=destinations,
+                context_parameter=context_parameter(fn),
             )
             return fn
 
@@ -365,14 +389,24 @@ def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return first_paragraph, args
 
 
+def context_parameter(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s parameter typed :class:`CallContext` (the OS fills it), or None."""
+    hints = typing.get_type_hints(fn)
+    return next((name for name in inspect.signature(fn).parameters if hints.get(name) is CallContext), None)
+
+
 def schema_from_function(fn: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
-    """(description, JSON schema of the parameters) from ``fn``'s signature and docstring."""
+    """(description, JSON schema of the parameters) from ``fn``'s signature and docstring.
+
+    A parameter typed :class:`CallContext` is the OS's to fill, not the model's: left out."""
     signature = inspect.signature(fn)
     hints = typing.get_type_hints(fn, include_extras=True)
     description, arg_docs = _parse_docstring(fn.__doc__ or "")
     properties: dict[str, Any] = {}
     required: list[str] = []
     for pname, param in signature.parameters.items():
+        if hints.get(pname) is CallContext:
+            continue
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise TypeError(f"{fn.__name__}: *args and **kwargs cannot become a JSON schema")
         if pname not in hints:

@@ -7,7 +7,7 @@ Design principles (after curio's kernel):
 - The loop reads top to bottom in phases: take requests, take device completions, pick a process,
   run one slice of it, handle what it yielded.
 - A process's failure is stored on the process and reported as an event; only a kernel bug is
-  fatal. Devices run on their own threads, never on the kernel's.
+  fatal. Devices run on their own executors, never on the kernel's thread.
 - Everything observable is an event on ``kernel.bus``; the kernel never calls the UI.
 """
 
@@ -113,6 +113,8 @@ class Kernel:
     # --- public API (any thread) ----------------------------------------------------------
 
     def start(self) -> "Kernel":
+        """Start the devices (when the registry was prepared, not started) and the kernel thread."""
+        self.registry.start()
         self._thread = threading.Thread(target=self._main, name="llmos-kernel", daemon=True)
         self._thread.start()
         return self
@@ -128,7 +130,9 @@ class Kernel:
         """Stop the loop; ``close_backend=False`` leaves the model loaded for another kernel.
 
         Waits for the kernel thread to leave the model (at most one slice, or the load): a model
-        still in use by a lingering thread must never be closed or shared.
+        still in use by a lingering thread must never be closed or shared. Then the device calls
+        still running are cancelled and the devices torn down (``DeviceRegistry.stop``: MCP
+        server processes end, stores close).
         """
         self._stopping.set()
         self._requests.put(None)
@@ -138,6 +142,8 @@ class Kernel:
                 log.warning("the kernel thread is still busy with the model; waiting for it")
                 self._thread.join()
         self._fail_pending_requests()
+        self.dispatcher.close()
+        self.registry.stop()
         for proc in self.table:
             self.backend.release(proc.pid)
         if close_backend:
@@ -371,7 +377,7 @@ class Kernel:
         self.scheduler.make_ready(proc)
 
     def _collect_completions(self) -> None:
-        now = time.monotonic()
+        # a device call's future answers at its deadline at the latest (the dispatcher's watchdog)
         for proc in self.table.in_state(ProcessState.WAITING):
             wait = proc.waiting_on
             if wait is None:
@@ -379,10 +385,8 @@ class Kernel:
             if wait.future.done():
                 proc.resume_value = wait.future.result()
             elif proc.stop_requested:
+                self.dispatcher.cancel(wait.future)  # its cancel event is set: no late side effect
                 proc.resume_value = None
-            elif now >= getattr(wait.future, "deadline", float("inf")):
-                proc.resume_value = wait.future.timeout_result  # type: ignore[attr-defined]
-                log.warning("process %d: %s", proc.pid, proc.resume_value.error)
             else:
                 continue
             proc.waiting_on = None

@@ -17,7 +17,7 @@ did not contain, then needs ``consent``). ``ask`` answers permission prompts, as
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ __all__ = ["call_device", "SyscallResult"]
 
 
 def call_device(
-    device: Device,
+    device: Device | Callable[[], Device],
     call: str,
     arguments: dict[str, Any] | None = None,
     *,
@@ -43,13 +43,18 @@ def call_device(
     contacted: set[str] | None = None,
     provenance: Provenance | None = None,
 ) -> SyscallResult:
-    """Start ``device`` (its setup hook, with its own folder under ``data_dir``) and make one call."""
+    """Start ``device`` (its setup hook, with its own folder under ``data_dir``), make one call,
+    and stop it (its teardown hook). ``device`` may be a factory (``make_device``): it is called."""
+    made = device if isinstance(device, Device) else device()
     registry = DeviceRegistry()
-    registry.register(device)
-    registry.start(data_dir or Path(tempfile.mkdtemp(prefix="llmos-device-test-")),
-                   {device.name: dict(settings or {})})
+    registry.register(made)
+    registry.start(data_dir or Path(tempfile.mkdtemp(prefix="llmos-device-test-")), {made.name: dict(settings or {})})
     if registry.broken:
-        return SyscallResult(device.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
+        return SyscallResult(made.name, call, dict(arguments or {}), ok=False, error=registry.broken[0].error)
     dispatcher = Dispatcher(registry, GrantPolicy(grants, ask=ask), consent)
-    return dispatcher.call_blocking(f"{device.name}.{call}", dict(arguments or {}), tainted=tainted,
-                                    contacted=contacted, provenance=provenance)
+    try:
+        return dispatcher.call_blocking(f"{made.name}.{call}", dict(arguments or {}), tainted=tainted,
+                                        contacted=contacted, provenance=provenance)
+    finally:
+        dispatcher.close()
+        registry.stop()  # the device's teardown runs, as when the kernel shuts down

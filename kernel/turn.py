@@ -453,7 +453,8 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
                                correctable=True)
     else:
         result = yield WaitFor(svc.dispatcher.submit(parsed.name, parsed.arguments, tainted=proc.tainted,
-                                                     contacted=proc.contacted,
+                                                     contacted=proc.contacted, pid=proc.pid,
+                                                     conversation=proc.conversation,
                                                      # the flow rule applies to a tainted process only
                                                      provenance=Provenance.of(proc.messages, proc.pinned)
                                                      if proc.tainted else None))

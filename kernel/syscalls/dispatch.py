@@ -13,16 +13,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from contextvars import Context
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import jsonschema
 
-from ..devices import Call, Caller, Device, DeviceError, Permission, Untrusted, _CALLER
+from ..call_context import CallContext, enter_call
+from ..devices import Call, Caller, Device, DeviceError, Permission, Untrusted
 from ..flow import Leak, Provenance, describe_leaks, leaks, typed_destinations
 from ..grants import GrantStore
 from ..registry import DeviceRegistry, UnknownCall
+from .executor import DeviceExecutor, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +239,10 @@ class _Plan:
 
 @dataclass
 class Dispatcher:
-    """Runs device calls on daemon worker threads, each with a deadline.
+    """Runs device calls on a bounded executor per device (:mod:`.executor`), each with a
+    deadline: past it the call is cancelled (its :class:`CallContext`'s cancel event is set) and
+    the model told it failed; whatever the call does after that is dropped, and a side effect it
+    had not committed (``context.commit()``) never happens.
 
     Everything that may wait for the user (a permission prompt, a consent question) happens on
     the call's worker thread, one question at a time; the kernel thread never waits for a person.
@@ -246,6 +252,11 @@ class Dispatcher:
     policy: GrantPolicy = field(default_factory=GrantPolicy)
     consent: Consent | None = None
     _prompt_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _executors: dict[str, DeviceExecutor] = field(default_factory=dict, init=False, repr=False)
+    _watchdog: Watchdog = field(default_factory=Watchdog, init=False, repr=False)
+    _live: set["_Pending"] = field(default_factory=set, init=False, repr=False)
+    _closed: bool = field(default=False, init=False, repr=False)
 
     def prepare(self, qualified: str, arguments: Any, *, tainted: bool = False,
                 contacted: set[str] | None = None, provenance: Provenance | None = None) -> _Plan | SyscallResult:
@@ -269,7 +280,8 @@ class Dispatcher:
         if missing and (not self.policy.can_ask or self.policy.refused_this_run(device)):
             return SyscallResult(device.name, call.name, arguments, ok=False,
                                  error=self.policy.refusal(device, missing))
-        destinations = call.destinations_for(arguments) if Permission.NETWORK in device.permissions else []
+        destinations = (call.destinations_for(arguments, self.registry.instance(device.name).settings)
+                        if Permission.NETWORK in device.permissions else [])
         request = (self._consent_needed(device, call, arguments, destinations, contacted, provenance)
                    if tainted else None)
         sources = provenance.untrusted_sources if provenance is not None else ()
@@ -308,15 +320,18 @@ class Dispatcher:
                               tuple(kinds), new, tuple(leaving), tuple(destinations or ()))
 
     def submit(self, qualified: str, arguments: Any, *, tainted: bool = False,
-               contacted: set[str] | None = None, provenance: Provenance | None = None) -> "Future[SyscallResult]":
-        """Start a call; the future always resolves to a SyscallResult (never raises).
+               contacted: set[str] | None = None, provenance: Provenance | None = None,
+               pid: int | None = None, conversation: str | None = None) -> "Future[SyscallResult]":
+        """Start a call on its device's executor; the future always resolves to a SyscallResult
+        (never raises), at the latest at the call's deadline.
 
         ``tainted``: the calling process has read untrusted content, so a call with side effects,
         or one that contacts a place not in ``contacted`` (the process's set of ``host:port``
         destinations, updated here), runs only if the user consents to it; with no way to ask,
         the answer is no. ``provenance`` (the labelled conversation, :mod:`llmos.kernel.flow`)
         adds the flow rule: a network call whose arguments carry words the untrusted content did
-        not contain needs consent too, even to a place already contacted.
+        not contain needs consent too, even to a place already contacted. ``pid`` and
+        ``conversation`` name the calling process in the call's :class:`CallContext`.
         """
         future: Future[SyscallResult] = Future()
         plan = self.prepare(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance)
@@ -324,33 +339,53 @@ class Dispatcher:
             future.set_result(plan)
             return future
         device, call = plan.device, plan.call
-        future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
-        future.timeout_result = SyscallResult(  # type: ignore[attr-defined]
-            device.name, call.name, plan.arguments, ok=False,
-            error=f"{device.name}.{call.name} did not answer within {call.timeout_s:g} s",
-            seconds=call.timeout_s,
-        )
-        if plan.missing or plan.consent is not None:  # time for the user to answer
-            future.deadline += CONSENT_TIMEOUT_S  # type: ignore[attr-defined]
-        worker = threading.Thread(
-            target=self._run, args=(plan, future, contacted),
-            name=f"device-{device.name}.{call.name}", daemon=True,
-        )
-        worker.start()
+        instance = self.registry.instance(device.name)
+        asking = plan.missing or plan.consent is not None  # time for the user to answer
+        context = CallContext(pid=pid, conversation=conversation, data_dir=instance.data_dir,
+                              settings=dict(instance.settings), state=instance.state, caller=plan.caller,
+                              deadline=time.monotonic() + call.timeout_s + (CONSENT_TIMEOUT_S if asking else 0.0))
+        pending = _Pending(plan, context, future)
+        with self._lock:
+            if self._closed:
+                future.set_result(pending.failed("the OS is shutting down"))
+                return future
+            self._live.add(pending)
+            executor = self._executors.get(device.name)
+            if executor is None:
+                executor = self._executors[device.name] = DeviceExecutor(device.name)
+        future.add_done_callback(lambda _: self._forget(pending))
+        self._watchdog.watch(context, pending.timed_out)
+        executor.submit(lambda: Context().run(self._run, pending, contacted))
         return future
+
+    def cancel(self, future: "Future[SyscallResult]", reason: str = "stopped by the user") -> None:
+        """Cancel the call behind ``future`` (the user stopped the turn): its context's cancel
+        event is set, side effects it has not committed never happen, the future answers now."""
+        with self._lock:
+            pending = next((c for c in self._live if c.future is future), None)
+        if pending is not None:
+            pending.cancel(reason)
+
+    def close(self) -> None:
+        """Cancel every call in flight (their futures answer) and stop the workers. Idempotent."""
+        with self._lock:
+            self._closed = True
+            live, self._live = list(self._live), set()
+            executors, self._executors = list(self._executors.values()), {}
+        for pending in live:
+            pending.cancel("the OS shut down")
+        self._watchdog.close()
+        for executor in executors:
+            executor.close()
+
+    def _forget(self, pending: "_Pending") -> None:
+        with self._lock:
+            self._live.discard(pending)
 
     def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False,
                       contacted: set[str] | None = None, provenance: Provenance | None = None) -> SyscallResult:
         """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
-        future = self.submit(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance)
-        while True:  # the deadline moves once the user has answered
-            deadline = getattr(future, "deadline", None)
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                return future.result(timeout=timeout)
-            except TimeoutError:
-                if time.monotonic() >= getattr(future, "deadline", 0.0):
-                    return future.timeout_result  # type: ignore[attr-defined]
+        return self.submit(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance).result()
 
     def _consented(self, request: ConsentRequest) -> bool:
         try:
@@ -364,7 +399,7 @@ class Dispatcher:
                     "allowed by the user" if agreed else "refused")
         return agreed
 
-    def _ask_user(self, plan: _Plan, future: Future[SyscallResult]) -> str | None:
+    def _ask_user(self, plan: _Plan) -> str | None:
         """Permission, then consent, on this worker thread; the refusal, or None to go on."""
         with self._prompt_lock:  # one question on the screen at a time
             if plan.missing:
@@ -376,23 +411,27 @@ class Dispatcher:
                         f"because {plan.consent.reason}; the user did not allow this call")
         return None
 
-    def _run(self, plan: _Plan, future: Future[SyscallResult], contacted: set[str] | None = None) -> None:
+    def _run(self, pending: "_Pending", contacted: set[str] | None = None) -> None:
+        """On the device's worker thread (in a fresh contextvars context): ask, then call."""
+        plan, context = pending.plan, pending.context
         device, call, args = plan.device, plan.call, plan.arguments
-        result = SyscallResult(device.name, call.name, args, ok=True)
+        if context.cancelled:  # it waited for a worker past its deadline, or was stopped: never run
+            return
         if plan.missing or plan.consent is not None:
-            refusal = self._ask_user(plan, future)
-            if refusal is None and time.monotonic() >= future.deadline:  # type: ignore[attr-defined]
-                refusal = f"{device.name}.{call.name} was not run: the answer came after the call had timed out"
+            refusal = self._ask_user(plan)
             if refusal is not None:
-                result.ok, result.error = False, refusal
-                if not future.done():
-                    future.set_result(result)
+                pending.answer(pending.failed(refusal))
                 return
-            future.deadline = time.monotonic() + call.timeout_s  # type: ignore[attr-defined]
+            if context.cancelled:
+                return  # the answer came after the call had timed out
+            context.deadline = time.monotonic() + call.timeout_s  # the watchdog follows the move
         if contacted is not None:
             contacted.update(plan.destinations)
+        result = SyscallResult(device.name, call.name, args, ok=True)
         start = time.monotonic()
-        _CALLER.set(plan.caller)  # this worker thread's own context: devices.caller() reads it
+        enter_call(context)  # devices.current_call() and devices.caller() read it
+        if call.context_parameter is not None:
+            args = {**args, call.context_parameter: context}
         try:
             value = call.function(**args)
             if isinstance(value, Untrusted):
@@ -406,5 +445,46 @@ class Dispatcher:
             log.warning("device %s.%s raised %s: %s", device.name, call.name, type(exc).__name__, exc)
             result.ok, result.error = False, f"{device.name}.{call.name} failed: {type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - start
-        if not future.done():
-            future.set_result(result)
+        pending.answer(result)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A call in flight: its plan, its context and the future the kernel waits on. Exactly one
+    answer reaches the future: the device's, or the timeout's or the stop's (whichever is first)."""
+
+    plan: _Plan
+    context: CallContext
+    future: "Future[SyscallResult]"
+    started: float = field(default_factory=time.monotonic)
+
+    def failed(self, error: str, seconds: float = 0.0) -> SyscallResult:
+        return SyscallResult(self.plan.device.name, self.plan.call.name, self.plan.arguments, ok=False,
+                             error=error, seconds=seconds)
+
+    def answer(self, result: SyscallResult) -> None:
+        """The device's answer, dropped when the call was cancelled first."""
+        if self.context.finish():
+            self.future.set_result(result)
+        else:  # cancelled by someone who did not answer for it (the device itself): say so
+            self._resolve(self.failed(f"{self.plan.device.name}.{self.plan.call.name} was cancelled: "
+                                      f"{self.context.reason}", seconds=time.monotonic() - self.started))
+
+    def timed_out(self) -> None:
+        """The watchdog cancelled the call at its deadline."""
+        if self.future.done():
+            return
+        call = self.plan.call
+        result = self.failed(f"{self.plan.device.name}.{call.name} did not answer within {call.timeout_s:g} s",
+                             seconds=call.timeout_s)
+        log.warning("%s (cancelled; its late answer is dropped)", result.error)
+        self._resolve(result)
+
+    def cancel(self, reason: str) -> None:
+        if self.context.cancel(reason):
+            self._resolve(self.failed(f"{self.plan.device.name}.{self.plan.call.name}: {reason}",
+                                      seconds=time.monotonic() - self.started))
+
+    def _resolve(self, result: SyscallResult) -> None:
+        if not self.future.done():
+            self.future.set_result(result)

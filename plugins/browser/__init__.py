@@ -1,9 +1,10 @@
 """The browser device: fetch a web page (http/https only), read its text, find and quote in it.
 
 No JavaScript runs: the page's HTML is fetched with a size limit and a time limit and its readable
-text extracted with trafilatura (or a plain tag-stripper when trafilatura finds nothing). The last
-opened page is kept so that ``find`` and ``quote`` can work on it. Everything returned is marked
-:class:`Untrusted` with the page's address as its source.
+text extracted with trafilatura (or a plain tag-stripper when trafilatura finds nothing). Each
+process's last opened page is kept (by pid, in this device instance's state) so that its ``find``
+and ``quote`` work on it; another process, or another kernel, never sees it. Everything returned is
+marked :class:`Untrusted` with the page's address as its source.
 
 Which addresses it may reach is :mod:`.address`'s policy: public addresses and loopback yes,
 private networks and link-local addresses no (unless allowed), checked on the address actually
@@ -22,10 +23,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted
+from llmos.kernel.devices import CallContext, Device, DeviceContext, DeviceError, Example, Untrusted
 
 from .address import AddressPolicy, BlockedAddress, guarded_handlers
 from .extract import extract_links, extract_text
@@ -38,6 +39,7 @@ PREVIEW_CHARS = 5_000
 MAX_QUOTE_CHARS = 5_000
 MAX_MATCHES = 20
 CONTEXT_CHARS = 80
+MAX_OPEN_PAGES = 64  # processes whose open page is kept; the longest unused go first
 _TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "application/xml", "text/xml")
 
 device = Device(
@@ -57,20 +59,32 @@ class Page:
     html: str = ""
 
 
-class _State:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.settings: dict[str, Any] = {}
-        self.page: Page | None = None
+@dataclass
+class Browser:
+    """One device instance: its settings, and each process's open page (by pid)."""
 
+    settings: dict[str, Any] = field(default_factory=dict)
+    pages: dict[int | None, Page] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-_state = _State()
+    def keep(self, pid: int | None, page: Page) -> None:
+        with self.lock:
+            self.pages.pop(pid, None)
+            self.pages[pid] = page
+            while len(self.pages) > MAX_OPEN_PAGES:
+                del self.pages[next(iter(self.pages))]
+
+    def current(self, pid: int | None) -> Page:
+        with self.lock:
+            page = self.pages.get(pid)
+        if page is None:
+            raise DeviceError("no page is open: call browser.open first")
+        return page
 
 
 @device.setup
-def _setup(context: DeviceContext) -> None:
-    _state.settings = dict(context.settings)
-    _state.page = None
+def _setup(context: DeviceContext) -> Browser:
+    return Browser(dict(context.settings))
 
 
 class _SafeRedirects(urllib.request.HTTPRedirectHandler):
@@ -90,23 +104,24 @@ def _check_url(url: str) -> str:
     return url.strip()
 
 
-def _flag(name: str, default: bool) -> bool:
-    value = _state.settings.get(name, default)
+def _flag(settings: dict[str, Any], name: str, default: bool) -> bool:
+    value = settings.get(name, default)
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
-def _address_policy() -> AddressPolicy:
-    template = str(_state.settings.get("search_url") or "")
+def _address_policy(settings: dict[str, Any]) -> AddressPolicy:
+    template = str(settings.get("search_url") or "")
     host = urllib.parse.urlsplit(template.replace("{query}", "q")).hostname if template else None
-    return AddressPolicy(allow_loopback=_flag("allow_loopback", True), allow_private=_flag("allow_private", False),
+    return AddressPolicy(allow_loopback=_flag(settings, "allow_loopback", True),
+                         allow_private=_flag(settings, "allow_private", False),
                          trusted_hosts=frozenset({host.lower()} if host else ()))
 
 
-def _fetch(url: str) -> tuple[bytes, str, str, bool]:
+def _fetch(url: str, settings: dict[str, Any]) -> tuple[bytes, str, str, bool]:
     """(body, final url, content type with charset, truncated); a DeviceError for every failure."""
-    timeout = float(_state.settings.get("timeout_s", TIMEOUT_S))
-    limit = int(_state.settings.get("max_bytes", MAX_BYTES))
-    opener = urllib.request.build_opener(*guarded_handlers(_address_policy()), _SafeRedirects())
+    timeout = float(settings.get("timeout_s", TIMEOUT_S))
+    limit = int(settings.get("max_bytes", MAX_BYTES))
+    opener = urllib.request.build_opener(*guarded_handlers(_address_policy(settings)), _SafeRedirects())
     request = urllib.request.Request(url, headers={"User-Agent": "llmos-browser/1.0 (no JavaScript)",
                                                    "Accept": "text/html,text/plain;q=0.9,*/*;q=0.1"})
     # One deadline for the whole fetch: the socket timeout bounds each read, the loop the total.
@@ -148,8 +163,11 @@ def _fetch(url: str) -> tuple[bytes, str, str, bool]:
         raise DeviceError(f"could not open {url}: {exc}") from None
 
 
-def _load(url: str) -> Page:
-    body, final_url, content_type, truncated = _fetch(_check_url(url))
+def _load(url: str, context: CallContext) -> Page:
+    """Fetch and read ``url``; it becomes the calling process's open page unless the call was
+    cancelled meanwhile (a timed-out open leaves the page before it open)."""
+    browser = context.state_as(Browser)
+    body, final_url, content_type, truncated = _fetch(_check_url(url), browser.settings)
     charset = "utf-8"
     if "charset=" in content_type:
         charset = content_type.split("charset=", 1)[1].split(";")[0].strip().strip('"') or "utf-8"
@@ -164,8 +182,8 @@ def _load(url: str) -> Page:
     log.info("browser opened %s (%d bytes, %d characters of text%s)", final_url, len(body), len(text),
              ", truncated" if truncated else "")
     page = Page(final_url, title, text, truncated, html)
-    with _state.lock:
-        _state.page = page
+    with context.commit():
+        browser.keep(context.pid, page)
     return page
 
 
@@ -177,34 +195,26 @@ def _page_view(page: Page) -> dict[str, Any]:
     return view
 
 
-def _current() -> Page:
-    with _state.lock:
-        page = _state.page
-    if page is None:
-        raise DeviceError("no page is open: call browser.open first")
-    return page
-
-
-def _search_destinations(arguments: dict[str, Any]) -> list[str]:
-    template = str(_state.settings.get("search_url") or "")
+def _search_destinations(arguments: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    template = str(settings.get("search_url") or "")
     return [template.replace("{query}", "q")] if "{query}" in template else []
 
 
 @device.call(examples=[Example("Open https://example.com and tell me what it says", {"url": "https://example.com"})],
              timeout_s=TIMEOUT_S + 20, destinations=lambda arguments: [arguments["url"]])
-def open(url: str) -> Untrusted:
+def open(url: str, context: CallContext) -> Untrusted:
     """Fetch a web page (http or https) and return its title and readable text.
 
     Args:
         url: The address, starting with http:// or https://.
     """
-    page = _load(url)
+    page = _load(url, context)
     return Untrusted(_page_view(page), source=page.url)
 
 
 @device.call(examples=[Example("Find 'price' on the open page", {"text": "price"})], timeout_s=10.0,
              destinations=lambda arguments: [])
-def find(text: str) -> Untrusted:
+def find(text: str, context: CallContext) -> Untrusted:
     """Find a word or phrase in the open page's text (case-insensitive), with context around each match.
 
     Args:
@@ -212,7 +222,7 @@ def find(text: str) -> Untrusted:
     """
     if not text.strip():
         raise DeviceError("what text should I look for?")
-    page = _current()
+    page = context.state_as(Browser).current(context.pid)
     haystack, needle = page.text.lower(), text.lower()
     matches: list[dict[str, Any]] = []
     total, position = 0, haystack.find(needle)
@@ -228,14 +238,15 @@ def find(text: str) -> Untrusted:
 
 @device.call(examples=[Example("Quote characters 100 to 400 of the page", {"start": 100, "end": 400})],
              timeout_s=10.0, destinations=lambda arguments: [])
-def quote(start: Annotated[int, {"minimum": 0}], end: Annotated[int, {"minimum": 0}]) -> Untrusted:
+def quote(start: Annotated[int, {"minimum": 0}], end: Annotated[int, {"minimum": 0}],
+          context: CallContext) -> Untrusted:
     """The open page's text from character start to character end (at most 5,000 characters).
 
     Args:
         start: First character (0-based).
         end: One past the last character.
     """
-    page = _current()
+    page = context.state_as(Browser).current(context.pid)
     if end <= start:
         raise DeviceError(f"end ({end}) must be after start ({start})")
     if start >= len(page.text):
@@ -246,19 +257,19 @@ def quote(start: Annotated[int, {"minimum": 0}], end: Annotated[int, {"minimum":
 
 @device.call(examples=[Example("Search the web for llama.cpp quantization", {"query": "llama.cpp quantization"})],
              timeout_s=TIMEOUT_S + 20, destinations=_search_destinations)
-def search(query: str) -> Untrusted:
+def search(query: str, context: CallContext) -> Untrusted:
     """Search the web with the configured search page; returns its text and result links.
 
     Args:
         query: What to search for.
     """
-    template = _state.settings.get("search_url")
+    template = context.state_as(Browser).settings.get("search_url")
     if not template or "{query}" not in str(template):
         raise DeviceError("web search is not configured: set devices.browser.search_url to a search address "
                           "with {query} in it (e.g. a local SearXNG: http://127.0.0.1:8888/search?q={query})")
     if not query.strip():
         raise DeviceError("what should I search for?")
-    page = _load(str(template).replace("{query}", urllib.parse.quote_plus(query)))
+    page = _load(str(template).replace("{query}", urllib.parse.quote_plus(query)), context)
     view = _page_view(page)
     view["text"] = view["text"][:2_000]
     view["links"] = extract_links(page.html, page.url)[:20]

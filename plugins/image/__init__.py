@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from llmos.kernel.devices import SAVED_FILE, Device, DeviceContext, DeviceError, Example, Untrusted
+from llmos.kernel.devices import SAVED_FILE, Device, DeviceContext, DeviceError, Example, Untrusted, current_call
 
 from .vision import Vision, VisionSettings
 
@@ -41,22 +41,25 @@ device = Device(
     permissions=["files.read", "files.write"],
 )
 
-class _State:
-    def __init__(self) -> None:
-        self.out: Path | None = None
-        self.settings: dict[str, Any] = {}
+class Images:
+    """One device instance: where its images go, its settings, and its vision model once loaded."""
+
+    def __init__(self, out: Path, settings: dict[str, Any]) -> None:
+        self.out = out
+        self.settings = settings
         self.vision = Vision()
 
 
-_state = _State()
-
-
 @device.setup
-def _setup(context: DeviceContext) -> None:
+def _setup(context: DeviceContext) -> Images:
     out = Path(str(context.settings.get("output_dir") or context.data_dir / "images")).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    _state.out = out
-    _state.settings = dict(context.settings)
+    return Images(out, dict(context.settings))
+
+
+def _images() -> Images:
+    """The calling instance's state (every call reads it from its CallContext)."""
+    return current_call().state_as(Images)
 
 
 def _check_size(width: int, height: int, what: str) -> None:
@@ -90,18 +93,19 @@ def _open(path: str) -> Image.Image:
 
 
 def _save(image: Image.Image, source: str, operation: str, fmt: str | None = None) -> dict[str, Any]:
-    """Write ``image`` under the device folder with a fresh name; the result page for the model."""
-    if _state.out is None:
-        raise DeviceError("the image device was not started (no output folder)")
+    """Write ``image`` under the device folder with a fresh name (unless the call was cancelled:
+    then nothing is written); the result page for the model."""
+    out = _images().out
     fmt = fmt if fmt in _EXTENSIONS else "PNG"
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
         image = _flatten(image)
     elif fmt in ("BMP", "WEBP") and image.mode not in ("RGB", "RGBA", "L"):
         image = image.convert("RGBA" if "A" in image.mode else "RGB")
     stem = Path(source).stem[:40] or "image"
-    target = _state.out / f"{stem}-{operation}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS[fmt]}"
+    target = out / f"{stem}-{operation}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS[fmt]}"
     try:
-        image.save(target, format=fmt)
+        with current_call().commit():
+            image.save(target, format=fmt)
     except (OSError, ValueError) as exc:
         target.unlink(missing_ok=True)
         raise DeviceError(f"could not write {fmt} image: {exc}") from None
@@ -293,9 +297,10 @@ def describe(path: str, question: Annotated[str, {"maxLength": 500}] = "Describe
         path: The image file.
         question: What to ask about the image.
     """
-    settings = VisionSettings.from_settings(_state.settings)  # "vision is not configured" first
+    images = _images()
+    settings = VisionSettings.from_settings(images.settings)  # "vision is not configured" first
     image = _open(path)
-    text = _state.vision.describe(settings, image, question or "Describe this image.")
+    text = images.vision.describe(settings, image, question or "Describe this image.")
     if not text:
         raise DeviceError("the vision model gave no description")
     # what a model read out of a picture can carry the picture's text: untrusted, like a file

@@ -1,5 +1,11 @@
 """The MCP bridge: each configured MCP server (stdio) becomes a llmos device.
 
+It registers like every device, through the ``llmos.devices`` entry-point group: the entry point
+``mcp`` names the factory :func:`make_devices`, which the registry calls at start with the
+settings ``servers`` (the config's ``[mcp.servers]``) and ``pins_file``. Each registry (each
+kernel) starts its own server processes, and its stop (``Kernel.shutdown``) ends them: every
+device's teardown closes the bridge that started it.
+
 Config (TOML, one table per server)::
 
     [mcp.servers.time]
@@ -33,7 +39,6 @@ blocking function that submits ``session.call_tool`` to that loop with
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import logging
 import os
@@ -41,16 +46,16 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from llmos.kernel.devices import Call, Device, DeviceError, Untrusted
+from llmos.kernel.devices import Call, Device, DeviceContext, DeviceError, Unavailable, Untrusted, current_call
 
 from .pins import INSTRUCTIONS, PinStore, tool_hash
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "PinStore", "close", "mcp_devices", "sanitise_name", "start_mcp",
-           "urls_in"]
+__all__ = ["DEFAULT_PERMISSIONS", "MCPBridge", "PinStore", "make_devices", "sanitise_name", "start_mcp", "urls_in"]
 
 # An MCP server is a program the user chose to run; what it touches is unknown to llmos. Default:
 # it needs "network" (most servers fetch or query something); declare `permissions` per server
@@ -297,7 +302,10 @@ class MCPBridge:
             session = server.session
             if session is None or self._closed:
                 raise DeviceError(f"the MCP server {server.name!r} is not running")
-            future = asyncio.run_coroutine_threadsafe(session.call_tool(tool_name, kwargs), self._loop)
+            context = current_call()
+            with context.commit():  # a cancelled call never reaches the server
+                future = asyncio.run_coroutine_threadsafe(session.call_tool(tool_name, kwargs), self._loop)
+                context.on_cancel(future.cancel)  # abandoned: the request is cancelled, its answer dropped
             try:
                 result = future.result(timeout=timeout)
             except TimeoutError:
@@ -363,25 +371,17 @@ def start_mcp(servers: dict[str, dict[str, Any]], pins: PinStore | None = None) 
     return MCPBridge(pins).start(servers)
 
 
-_bridges: list[MCPBridge] = []
-
-
-def mcp_devices(servers: dict[str, dict[str, Any]], pins: PinStore | None = None,
-                ) -> tuple[list[Device], list[tuple[str, str]]]:
-    """Start every configured server: (devices, [(server name, error or held-back tools)]).
-    Never raises for a server.
-
-    The servers run until :func:`close` (also called at exit).
-    """
-    bridge = start_mcp(servers, pins)
-    _bridges.append(bridge)
-    return bridge.devices, [*bridge.errors, *bridge.held]
-
-
-def close() -> None:
-    """Stop every server started by :func:`mcp_devices`."""
-    while _bridges:
-        _bridges.pop().close()
-
-
-atexit.register(close)
+def make_devices(context: DeviceContext) -> list[Device | Unavailable]:
+    """The entry point's factory: start ``context.settings["servers"]`` (pinned in the file
+    ``pins_file`` when given); a device per server that started, an Unavailable for each one that
+    did not or whose tools are held back. The devices' teardown ends the servers."""
+    servers = context.settings.get("servers") or {}
+    if not servers:
+        return []
+    pins_file = context.settings.get("pins_file")
+    bridge = start_mcp(servers, PinStore(Path(pins_file)) if pins_file else None)
+    for device in bridge.devices:
+        device.teardown(lambda _state: bridge.close())  # close is idempotent: the first one ends them all
+    if not bridge.devices:
+        bridge.close()
+    return [*bridge.devices, *(Unavailable(name, error) for name, error in [*bridge.errors, *bridge.held])]

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted, caller
+from llmos.kernel.devices import CallContext, Device, DeviceContext, DeviceError, Example, Untrusted
 
 device = Device(
     "memory",
@@ -34,41 +35,47 @@ MAX_TEXT_CHARS = 4000
 SNIPPET_CHARS = 600
 
 
-class _State:
-    def __init__(self) -> None:
+class Memory:
+    """One device instance: where its store lives, and the store once a call has opened it."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
         self.lock = threading.Lock()
+        self.path = path
+        self.settings = settings
         self.store: Any = None
-        self.path: Any = None
-        self.settings: dict[str, Any] = {}
 
+    def open(self) -> Any:
+        with self.lock:
+            if self.store is None:
+                from llmos.memory.disk import DiskStore, StoreError
 
-_state = _State()
+                try:
+                    self.store = DiskStore(self.path, url=self.settings.get("chroma_url") or None,
+                                           document_embedder=self.settings.get("document_embedder"))
+                except StoreError as exc:
+                    raise DeviceError(str(exc)) from None
+            return self.store
+
+    def close(self) -> None:
+        with self.lock:
+            store, self.store = self.store, None
+        if store is not None:
+            store.close()
 
 
 @device.setup
-def _setup(context: DeviceContext) -> None:
+def _setup(context: DeviceContext) -> Memory:
     """Remember where the store lives; it opens on first use (chromadb is slow to import)."""
-    with _state.lock:
-        if _state.store is not None:
-            _state.store.close()
-        _state.store = None
-        _state.settings = dict(context.settings)
-        _state.path = context.data_dir / "chroma"
+    return Memory(context.data_dir / "chroma", dict(context.settings))
 
 
-def _store() -> Any:
-    with _state.lock:
-        if _state.store is None:
-            if _state.path is None:
-                raise DeviceError("the memory device was not started (its store is not open)")
-            from llmos.memory.disk import DiskStore, StoreError
+@device.teardown
+def _teardown(memory: Memory) -> None:
+    memory.close()
 
-            try:
-                _state.store = DiskStore(_state.path, url=_state.settings.get("chroma_url") or None,
-                                         document_embedder=_state.settings.get("document_embedder"))
-            except StoreError as exc:
-                raise DeviceError(str(exc)) from None
-        return _state.store
+
+def _store(context: CallContext) -> Any:
+    return context.state_as(Memory).open()
 
 
 def _call_store(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -85,7 +92,7 @@ def _call_store(fn: Any, *args: Any, **kwargs: Any) -> Any:
     timeout_s=20.0,
     side_effects=True,
 )
-def remember(text: str) -> str:
+def remember(text: str, context: CallContext) -> str:
     """Store a fact in long-term memory so it can be recalled in a later conversation.
 
     Args:
@@ -96,12 +103,14 @@ def remember(text: str) -> str:
         raise DeviceError("nothing to remember: the text is empty")
     if len(text) > MAX_TEXT_CHARS:
         raise DeviceError(f"too long to remember ({len(text)} characters; at most {MAX_TEXT_CHARS})")
-    who = caller()
+    store, who = _store(context), context.caller
     if who.tainted:
         source = "; ".join(who.sources)[:300] or "untrusted content"
-        entry_id = _call_store(_store().remember, text, source=source, kind="memory", provenance="untrusted")
+        with context.commit():
+            entry_id = _call_store(store.remember, text, source=source, kind="memory", provenance="untrusted")
         return f"Remembered (id {entry_id}, untrusted: from {source}): {text}"
-    entry_id = _call_store(_store().remember, text, source="conversation", kind="memory", provenance="trusted")
+    with context.commit():
+        entry_id = _call_store(store.remember, text, source="conversation", kind="memory", provenance="trusted")
     return f"Remembered (id {entry_id}): {text}"
 
 
@@ -124,7 +133,7 @@ def _describe(hit: Any) -> str:
     examples=[Example("What did I tell you about my bike lock?", {"query": "bike lock code"})],
     timeout_s=30.0,
 )
-def recall(query: str, limit: Annotated[int, {"minimum": 1, "maximum": 20}] = 5) -> Any:
+def recall(query: str, context: CallContext, limit: Annotated[int, {"minimum": 1, "maximum": 20}] = 5) -> Any:
     """Search long-term memory for facts and documents related to a query; returns them with ids.
 
     Args:
@@ -133,7 +142,7 @@ def recall(query: str, limit: Annotated[int, {"minimum": 1, "maximum": 20}] = 5)
     """
     if not (query or "").strip():
         raise DeviceError("what should I recall? the query is empty")
-    hits = _call_store(_store().search, query, k=max(1, min(20, int(limit))), collection="all")
+    hits = _call_store(_store(context).search, query, k=max(1, min(20, int(limit))), collection="all")
     if not hits:
         return "Memory is empty: nothing has been remembered yet."
     page = "\n".join(_describe(h) for h in hits)
@@ -147,7 +156,7 @@ def recall(query: str, limit: Annotated[int, {"minimum": 1, "maximum": 20}] = 5)
     timeout_s=20.0,
     side_effects=True,
 )
-def forget(id: str) -> str:  # noqa: A002 (the name the model sees)
+def forget(id: str, context: CallContext) -> str:  # noqa: A002 (the name the model sees)
     """Delete one entry from long-term memory by its id (the id recall shows in brackets).
 
     Args:
@@ -156,6 +165,9 @@ def forget(id: str) -> str:  # noqa: A002 (the name the model sees)
     entry_id = (id or "").strip().strip("[]")
     if not entry_id:
         raise DeviceError("which entry? give the id that recall shows in brackets")
-    if not _call_store(_store().forget, entry_id):
+    store = _store(context)
+    with context.commit():
+        forgotten = _call_store(store.forget, entry_id)
+    if not forgotten:
         raise DeviceError(f"no memory has the id {entry_id!r}")
     return f"Forgot {entry_id}."

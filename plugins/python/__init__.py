@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, DeviceContext, Example
+from llmos.kernel.devices import CallContext, Device, DeviceContext, Example
 
 from . import sandbox
 
@@ -65,15 +65,15 @@ device = Device(
     permissions=["process"],
 )
 SANDBOX_MODES = ("required", "off")
-_mode = {"sandbox": "required"}
 
 
 @device.setup
-def _setup(context: DeviceContext) -> None:
+def _setup(context: DeviceContext) -> str:
+    """The instance's state is its sandbox mode."""
     mode = str(context.settings.get("sandbox", "required"))
     if mode not in SANDBOX_MODES:
         raise ValueError(f"[devices.python] sandbox = {mode!r}: use \"required\" or \"off\"")
-    _mode["sandbox"] = mode
+    return mode
 
 
 def _limits(cpu_s: int) -> None:
@@ -126,7 +126,8 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     timeout_s=MAX_TIMEOUT_S + 10,
     side_effects=True,
 )
-def run(code: str, timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}] = 5.0) -> dict[str, Any]:
+def run(code: str, context: CallContext,
+        timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}] = 5.0) -> dict[str, Any]:
     """Run Python code in a fresh process and return its exit status, stdout and stderr.
 
     The code runs in a sandbox, in an empty temporary folder (deleted afterwards), with no network,
@@ -137,7 +138,7 @@ def run(code: str, timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum"
         timeout_s: Seconds before the process is killed (at most 30).
     """
     timeout_s = min(float(timeout_s), MAX_TIMEOUT_S)
-    boxed = _mode["sandbox"] == "required"
+    boxed = context.state != "off"  # "required", or a device that was not started
     if boxed and not (status := sandbox.sandbox_status()).available:
         raise RuntimeError(f"python.run refuses to run code without a sandbox: {status.detail}; "
                            "or set [devices.python] sandbox = \"off\" in the config")
@@ -156,10 +157,12 @@ def run(code: str, timeout_s: Annotated[float, {"exclusiveMinimum": 0, "maximum"
         else:
             argv, env = [*argv, str(snippet)], _environment(work)
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            process = subprocess.Popen(
-                argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                preexec_fn=lambda: _limits(cpu_s), start_new_session=True, close_fds=True,
-            )
+            with context.commit():  # a cancelled call never starts the snippet
+                process = subprocess.Popen(
+                    argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    preexec_fn=lambda: _limits(cpu_s), start_new_session=True, close_fds=True,
+                )
+                context.on_cancel(lambda: _kill_group(process))  # and a cancel kills it
             timed_out = False
             try:
                 process.wait(timeout=timeout_s)

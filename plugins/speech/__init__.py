@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-from llmos.kernel.devices import Device, DeviceContext, DeviceError, Example, Untrusted
+from llmos.kernel.devices import CallContext, Device, DeviceContext, DeviceError, Example, Untrusted
 
 device = Device(
     "speech",
@@ -26,46 +26,41 @@ device = Device(
 MAX_LISTEN_S = 30
 
 
-class _State:
-    def __init__(self) -> None:
+class Speech:
+    """One device instance: its settings, and the voice and the ear once a call needs them."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
         self.lock = threading.Lock()
-        self.settings: dict[str, Any] = {}
-        self.tts: Any = None
-        self.stt: Any = None
+        self.settings = settings
+        self._tts: Any = None
+        self._stt: Any = None
 
+    def tts(self) -> Any:
+        with self.lock:
+            if self._tts is None:
+                from llmos.peripherals.tts import TextToSpeech
 
-_state = _State()
+                self._tts = TextToSpeech()
+            return self._tts
+
+    def stt(self) -> Any:
+        with self.lock:
+            if self._stt is None:
+                from llmos.peripherals.stt import SpeechToText
+                from llmos.peripherals.whisper_weights import WhisperModel
+
+                self._stt = SpeechToText(WhisperModel(self.settings.get("stt_model", "tiny.en")))
+            return self._stt
 
 
 @device.setup
-def _setup(context: DeviceContext) -> None:
-    with _state.lock:
-        _state.settings = dict(context.settings)
-        _state.tts = _state.stt = None
-
-
-def _tts() -> Any:
-    with _state.lock:
-        if _state.tts is None:
-            from llmos.peripherals.tts import TextToSpeech
-
-            _state.tts = TextToSpeech()
-        return _state.tts
-
-
-def _stt() -> Any:
-    with _state.lock:
-        if _state.stt is None:
-            from llmos.peripherals.stt import SpeechToText
-            from llmos.peripherals.whisper_weights import WhisperModel
-
-            _state.stt = SpeechToText(WhisperModel(_state.settings.get("stt_model", "tiny.en")))
-        return _state.stt
+def _setup(context: DeviceContext) -> Speech:
+    return Speech(dict(context.settings))
 
 
 @device.call(examples=[Example("Say good morning out loud.", {"text": "Good morning!"})],
              timeout_s=60.0, side_effects=True)
-def speak(text: Annotated[str, {"maxLength": 2000}]) -> str:
+def speak(text: Annotated[str, {"maxLength": 2000}], context: CallContext) -> str:
     """Say a text out loud through the speakers.
 
     Args:
@@ -76,20 +71,24 @@ def speak(text: Annotated[str, {"maxLength": 2000}]) -> str:
 
     if not text.strip():
         raise DeviceError("nothing to say: the text is empty")
+    speech = context.state_as(Speech)
     try:
-        audio = _tts().synthesize(text)
+        audio = speech.tts().synthesize(text)
     except AudioError as exc:
         raise DeviceError(str(exc)) from None
-    output = str(_state.settings.get("output", "default"))
+    output = str(speech.settings.get("output", "default"))
     if output != "default":
-        write_wav(Path(output), audio)
+        with context.commit():
+            write_wav(Path(output), audio)
         return f"said {len(text.split())} words ({audio.seconds:.1f} s of speech, written to {output})"
     try:
         player = Player(SoundDeviceSink(audio.rate))
     except AudioError as exc:
         raise DeviceError(str(exc)) from None
     try:
-        player.enqueue(audio)
+        with context.commit():
+            context.on_cancel(player.stop)  # a cancelled call goes quiet at once
+            player.enqueue(audio)
         player.wait_idle(audio.seconds + 5.0)
     finally:
         player.close()
@@ -98,7 +97,7 @@ def speak(text: Annotated[str, {"maxLength": 2000}]) -> str:
 
 @device.call(examples=[Example("Listen to me for five seconds and write down what I say.", {"seconds": 5})],
              timeout_s=MAX_LISTEN_S + 30.0)
-def listen(seconds: Annotated[int, {"minimum": 1, "maximum": MAX_LISTEN_S}] = 5) -> Untrusted:
+def listen(context: CallContext, seconds: Annotated[int, {"minimum": 1, "maximum": MAX_LISTEN_S}] = 5) -> Untrusted:
     """Record the microphone for some seconds and return what was said, as text.
 
     Args:
@@ -107,7 +106,8 @@ def listen(seconds: Annotated[int, {"minimum": 1, "maximum": MAX_LISTEN_S}] = 5)
     from llmos.peripherals.audio import Audio, AudioError, read_wav
     from llmos.peripherals.vad import find_speech
 
-    source = str(_state.settings.get("input", "default"))
+    speech = context.state_as(Speech)
+    source = str(speech.settings.get("input", "default"))
     try:
         if source != "default":
             recording = read_wav(Path(source))
@@ -118,11 +118,11 @@ def listen(seconds: Annotated[int, {"minimum": 1, "maximum": MAX_LISTEN_S}] = 5)
     utterances = find_speech(recording + Audio.silence(1.0, recording.rate))
     if not utterances:
         return Untrusted("(nothing was said)", source="microphone")
-    speech = utterances[0].audio
+    heard = utterances[0].audio
     for more in utterances[1:]:
-        speech = speech + Audio.silence(0.3) + more.audio
+        heard = heard + Audio.silence(0.3) + more.audio
     try:
-        transcript = _stt().transcribe(speech)
+        transcript = speech.stt().transcribe(heard)
     except Exception as exc:  # weights missing, whisper failing
         raise DeviceError(f"speech to text failed: {exc}") from None
     return Untrusted(transcript.text if transcript.is_speech else "(nothing was said)", source="microphone")

@@ -413,6 +413,37 @@ def test_settings_refuse_a_bad_model_file_and_switch_to_a_good_one(qtbot, shell:
     qtbot.waitUntil(lambda: "from the new model" in text_of(window), timeout=5000)
 
 
+def test_a_model_switch_leaves_no_mcp_server_of_the_old_kernel_behind(qtbot, shell: Shell, tmp_path: Path) -> None:
+    installed("mcp")
+    from llmos.app.boot import build_registry
+    from tests.mcp_processes import notes_server, running
+
+    old_server, old_spec = notes_server(tmp_path / "mcp", "old")
+    new_server, new_spec = notes_server(tmp_path / "mcp", "new")
+    data = str(tmp_path / "data")
+    at_build: list[tuple[int, int]] = []
+
+    def factory(config: Config) -> Kernel:
+        kernel = Kernel(ScriptedBackend(["ANSWER: from the new model"]), build_registry(config, start=False))
+        at_build.append((running(old_spec), running(new_spec)))
+        return kernel
+
+    old_registry = build_registry(Config(data_dir=data, mcp={"servers": {"old": old_server}}))
+    window = shell.open(ScriptedBackend(["ANSWER: old"]), registry=old_registry, config=Config(),
+                        kernel_factory=factory)
+    qtbot.waitUntil(lambda: window.pid is not None, timeout=10000)
+    assert running(old_spec) == 1 and "old" in [d.name for d in window.kernel.registry.devices()]
+    old_kernel = window.kernel
+    window.switch_kernel(Config(data_dir=data, mcp={"servers": {"new": new_server}}))
+    qtbot.waitUntil(lambda: window.kernel is not old_kernel and window.pid is not None, timeout=20000)
+    # built without its devices; the old kernel's servers ended before the new ones started
+    assert at_build == [(1, 0)]
+    assert running(old_spec) == 0 and running(new_spec) == 1
+    assert "new" in [d.name for d in window.kernel.registry.devices()]
+    window.kernel.shutdown(timeout=10)
+    assert running(new_spec) == 0
+
+
 def test_voice_settings_are_saved_and_the_next_voice_mode_uses_them(qtbot, shell: Shell, tmp_path: Path,
                                                                      monkeypatch) -> None:
     from PySide6.QtWidgets import QComboBox

@@ -308,6 +308,7 @@ def test_consent_that_comes_after_the_deadline_does_not_run_the_call(monkeypatch
     timed_out.set()
     assert not result.ok and "did not answer within" in result.error
     [worker] = asked_on
+    d.close()  # the device's workers end once their call is done
     worker.join(30)  # the call's worker has heard the yes and is done with it
     assert not worker.is_alive() and shell.ran == []  # type: ignore[attr-defined]
 

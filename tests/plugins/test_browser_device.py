@@ -297,7 +297,8 @@ def test_browser_calls_declare_their_destinations(tmp_path, server):
     registry.start(tmp_path, {"browser": {"search_url": f"{server}/search?q={{query}}"}})
     port = server.rsplit(":", 1)[1]
     assert device.calls["open"].destinations_for({"url": f"{server}/x"}) == [f"127.0.0.1:{port}"]
-    assert device.calls["search"].destinations_for({"query": "x"}) == [f"127.0.0.1:{port}"]
+    assert device.calls["search"].destinations_for({"query": "x"}, registry.instance("browser").settings) == [
+        f"127.0.0.1:{port}"]
     assert device.calls["find"].destinations_for({"text": "x"}) == []
     # tainted: find on the open page needs no consent; a page on a new host does
     asked = []

@@ -18,7 +18,8 @@ from llmos.kernel.devices import Untrusted  # noqa: E402
 from llmos.kernel.registry import DeviceRegistry  # noqa: E402
 from llmos.kernel.syscalls.dispatch import Dispatcher, GrantPolicy  # noqa: E402
 from llmos.kernel.testing import call_device  # noqa: E402
-from llmos.plugins.mcp import mcp_devices, result_text, sanitise_name, start_mcp  # noqa: E402
+from llmos.kernel.devices import DeviceContext, Unavailable  # noqa: E402
+from llmos.plugins.mcp import make_devices, result_text, sanitise_name, start_mcp  # noqa: E402
 
 TIME_SERVER = {"command": sys.executable, "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
                "permissions": []}
@@ -74,11 +75,11 @@ def test_bad_argument_is_an_error_value(time_bridge, tmp_path):
     assert not result.ok and "timezone" in result.error  # schema validation by the dispatcher
 
 
-def test_missing_command_is_a_clear_error():
-    devices, errors = mcp_devices({"ghost": {"command": "/no/such/mcp-server-xyz"},
-                                   "empty": {"args": ["x"]}})
-    assert devices == []
-    names = dict(errors)
+def test_missing_command_is_a_clear_error(tmp_path):
+    made = make_devices(DeviceContext(tmp_path, {"servers": {"ghost": {"command": "/no/such/mcp-server-xyz"},
+                                                             "empty": {"args": ["x"]}}}))
+    assert all(isinstance(m, Unavailable) for m in made)
+    names = {m.name: m.error for m in made}
     assert set(names) == {"ghost", "empty"}
     assert "/no/such/mcp-server-xyz" in names["ghost"] and "FileNotFoundError" in names["ghost"]
     assert "command" in names["empty"]
