@@ -6,7 +6,9 @@ Usage::
     .venv/bin/python bench/run.py --quick      # fewer repetitions
     .venv/bin/python bench/run.py --only kv    # modules or figures whose name contains "kv"
 
-It prints a table (name, value, unit, goal, pass/FAIL), writes ``bench/results.json`` and exits 0
+It prints a table (name, value, unit, goal, pass/FAIL), writes ``bench/results.json`` (``{"run":
+{...}, "figures": [...]}``: when, on which model, CPUs and load, and each figure) and, for a run
+without ``--only``, ``docs/benchmarks.md`` from it (``bench/report.py``). It exits 0
 even when a goal is missed: the run is a report. It exits 1 when a benchmark crashed (raised, or
 returned something that is not a list of figures), after running the others.
 
@@ -58,6 +60,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import report
+from report import format_value
 
 if TYPE_CHECKING:
     from llmos.kernel.backends.llamacpp import LlamaCppBackend
@@ -216,13 +221,6 @@ def normalise(raw: Any, module: str) -> dict[str, Any]:
     }
 
 
-def format_value(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude == 0 or 0.01 <= magnitude < 1e6:
-        return f"{value:.3f}" if magnitude < 100 else f"{value:.1f}"
-    return f"{value:.3g}"
-
-
 def print_table(figures: list[dict[str, Any]], crashed: dict[str, str]) -> None:
     rows = [("name", "value", "unit", "goal", "result")]
     for f in figures:
@@ -344,6 +342,7 @@ def run_all(args: argparse.Namespace) -> int:
         print(f"bench: no bench_*.py in {BENCH_DIR}", file=sys.stderr)
         return 2
     ctx = BenchContext(model_path=model_path, quick=args.quick, only=args.only)
+    started, started_at = time.monotonic(), time.strftime("%Y-%m-%d %H:%M %z")
     load_before = os.getloadavg()
     ctx.log(f"{len(modules)} modules: {', '.join(p.name for p in modules)}; "
             f"{ctx.n_threads} threads, load average {load_before[0]:.2f}")
@@ -370,9 +369,14 @@ def run_all(args: argparse.Namespace) -> int:
     print_table(figures, crashed)
     print(f"\nload average (1 min): {load_before[0]:.2f} before, {load_after[0]:.2f} after "
           f"on {os.cpu_count()} CPUs (a shared machine: figures are ratios of interleaved runs)")
-    results = [{k: f[k] for k in ("name", "value", "unit", "goal", "passed", "detail")} for f in figures]
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    run = {"started": started_at, "seconds": round(time.monotonic() - started, 1), "model": model_path.name,
+           "cpus": os.cpu_count(), "threads": ctx.n_threads, "load": [round(load_before[0], 2), round(load_after[0], 2)],
+           "quick": args.quick, "only": args.only, "crashed": sorted(crashed)}
+    results = [{k: f[k] for k in ("name", "value", "unit", "goal", "passed", "detail", "module")} for f in figures]
+    args.output.write_text(json.dumps({"run": run, "figures": results}, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.output}")
+    if args.only is None:  # a partial run would replace the whole page with a part of it
+        print(f"wrote {report.write(args.output)}")
     return 1 if crashed else 0
 
 
