@@ -257,7 +257,6 @@ def _ask(real_backend, store: Path, question: str) -> str:
 
 @pytest.mark.model
 @pytest.mark.timeout(1800)  # the load includes the decision calibration: slow on a busy machine
-@pytest.mark.xfail(reason="known fault since the decision reads the turn (longconv) with several passages (documents): the 0.5B decision calls the calculator or browser.find on the passages instead of answering; open work in issues 13/18", strict=False)
 def test_real_model_answers_from_a_file_without_an_extension_and_cites_it(real_backend, lease_store):
     answer = _ask(real_backend, lease_store, "How much is the rent a month, according to my lease?")
     assert "1,150" in answer or "1150" in answer, answer

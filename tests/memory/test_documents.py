@@ -81,7 +81,6 @@ def test_a_paged_in_passage_is_an_untrusted_result_and_taints_the_process(tmp_pa
 
 
 @pytest.mark.model
-@pytest.mark.xfail(reason="known fault since the decision reads the turn (longconv) with several passages (documents): the 0.5B decision calls the calculator or browser.find on the passages instead of answering; open work in issues 13/18", strict=False)
 def test_real_model_answers_from_an_ingested_file_and_the_file_is_named(real_backend, tmp_path):
     from tests.kernels import started
 
