@@ -299,9 +299,12 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
     forced_result: SyscallResult | None = None
     forced_calls: set[str] = set()  # each claimed call is made at most once
     refused: SyscallResult | None = None  # the last call, when its arguments were refused
-    # A failed call on a document turn: the answer is written from the passages without it in
-    # view (the 0.5B copied the calculator's error page as its answer to "how much is the rent?")
+    # A failed call on a turn that paged something in (passages of documents, remembered facts):
+    # the answer is written from what came in, without the call in view. The 0.5B copied the
+    # error page as its answer: the calculator's to "how much is the rent?" with the lease paged
+    # in, memory.forget's to "when is my dentist appointment?" with the fact paged in.
     failed_calls: list[Message] = []
+    paged_in = first is not proc.messages[-1]
     shown = ""  # what the answer had shown before a forced call
     for round_no in range(opts.max_rounds + 1):
         if proc.stop_requested:
@@ -357,7 +360,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                 call_id += 1
                 result = yield from _syscall(svc, proc, parsed, call_id)
                 syscalls.append(result.as_dict())
-                if not result.ok:  # its call and its error page (the answer to a document question skips them)
+                if not result.ok:  # its call and its error page (an answer from what was paged in skips them)
                     failed_calls.extend(proc.messages[-2:])
                 refused = result if not result.ok and result.correctable else None
                 if forced is not None:
@@ -366,7 +369,7 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
         forced = None
         # Answer.
         answer, claim = yield from _answer(svc, proc, first, user_text, on_answer_piece, answer_tokens,
-                                           tuple(failed_calls) if passages else ())
+                                           tuple(failed_calls) if paged_in else ())
         if claim is not None:
             if (claim.call in call_names and forced_result is None and claim.call not in forced_calls
                     and round_no < opts.max_rounds and svc.backend.supports_scoring and not proc.stop_requested):

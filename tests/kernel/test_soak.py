@@ -46,7 +46,7 @@ def test_a_long_conversation_on_the_real_model_keeps_its_turns(real_backend):
 
     with started(Kernel(real_backend, DeviceRegistry.from_entry_points(), TurnOptions(max_answer_tokens=16))) as kernel:
         pid = kernel.spawn()
-        answers = [kernel.submit(pid, f"Say the number {n}.").result(300).answer for n in range(12)]
+        answers = [kernel.submit(pid, f"Reply with the number {n}.").result(300).answer for n in range(12)]
     assert len(answers) == 12 and all(answers)
     said = [_says_number(a, n) for n, a in enumerate(answers)]
     assert sum(said) >= 8, list(zip(range(12), answers))
@@ -56,6 +56,6 @@ _WORDS = "zero one two three four five six seven eight nine ten eleven".split()
 
 
 def _says_number(answer: str, n: int) -> bool:
-    """The answer says ``n``, as digits or as a word ("Seven." answers "Say the number 7.")."""
+    """The answer says ``n``, as digits or as a word ("Seven." answers "Reply with the number 7.")."""
     words = re.findall(r"[a-z]+|\d+", answer.lower())
     return str(n) in words or _WORDS[n] in words
