@@ -293,7 +293,11 @@ def _start_kernel(config: Config, grant_all: bool) -> Any:
     kernel = build_kernel(config, grant_all=grant_all, consent=_tty_consent if tty else None,
                           ask=_tty_permission if tty else None)
     kernel.start()
-    kernel.wait_ready()
+    try:
+        kernel.wait_ready()
+    except BaseException:  # the model did not load, or Ctrl-C: its devices (MCP servers) end too
+        kernel.shutdown()
+        raise
     return kernel
 
 

@@ -56,10 +56,12 @@ class CallContext:
     ``conversation`` are None outside a kernel process (`llmos devices call`, tests).
 
     Before a side effect (writing a file, storing, sending, playing), a device enters
-    ``with context.commit():``: it raises :class:`Cancelled` once the call was cancelled, and a
-    cancel that arrives during the block waits for it to end, so nothing is committed after the
-    model was told the call failed. ``on_cancel(fn)`` runs ``fn`` when the call is cancelled
-    (kill a subprocess, cancel a request).
+    ``with context.commit():``: it raises :class:`Cancelled` once the call was cancelled, so no
+    side effect starts after the model was told the call failed. A cancel never waits for a block
+    in progress (a store that hangs must not stop the watchdog, the user's Stop or a shutdown):
+    the call is then reported as cancelled while committing (:attr:`committing`), its side effect
+    perhaps done. ``on_cancel(fn)`` runs ``fn`` when the call is cancelled (kill a subprocess,
+    cancel a request).
     """
 
     pid: int | None = None
@@ -74,6 +76,8 @@ class CallContext:
     _reason: str = field(default="", init=False)
     _on_cancel: list[Callable[[], Any]] = field(default_factory=list, init=False, repr=False)
     _finished: bool = field(default=False, init=False)
+    _committing: int = field(default=0, init=False)
+    _cancelled_committing: bool = field(default=False, init=False)
 
     @property
     def cancelled(self) -> bool:
@@ -101,11 +105,22 @@ class CallContext:
 
     @contextmanager
     def commit(self) -> Iterator[None]:
-        """``with context.commit(): <side effect>``: refuses (:class:`Cancelled`) once cancelled;
-        a cancel arriving meanwhile waits for the block to end. Keep the block short."""
+        """``with context.commit(): <side effect>``: refuses (:class:`Cancelled`) once cancelled.
+        Keep the block to the side effect itself: a cancel arriving meanwhile does not wait for
+        it, and the call is reported as cancelled while committing."""
         with self._lock:
             self.check()
+            self._committing += 1
+        try:
             yield
+        finally:
+            with self._lock:
+                self._committing -= 1
+
+    @property
+    def committing(self) -> bool:
+        """The call was cancelled inside a :meth:`commit` block: its side effect may have happened."""
+        return self._cancelled_committing
 
     def on_cancel(self, callback: Callable[[], Any]) -> None:
         """Run ``callback`` when the call is cancelled (at once if it already was)."""
@@ -118,12 +133,13 @@ class CallContext:
     # --- the OS's side ----------------------------------------------------------------------
 
     def cancel(self, reason: str) -> bool:
-        """Cancel the call unless it has finished; True when this cancelled it. Waits for a
-        :meth:`commit` block in progress, so once it returns nothing more is committed."""
+        """Cancel the call unless it has finished; True when this cancelled it. Never waits: a
+        :meth:`commit` block in progress goes on (:attr:`committing` says so), none starts after."""
         with self._lock:
             if self._finished or self.cancelled:
                 return False
             self._reason = reason
+            self._cancelled_committing = self._committing > 0
             self.cancel_event.set()
             callbacks, self._on_cancel = self._on_cancel, []
         for callback in callbacks:

@@ -71,6 +71,7 @@ __all__ = [
     "commit",
     "current_call",
     "destination",
+    "finite_timeout",
     "one_line",
     "schema_from_function",
     "write_json_atomic",
@@ -126,6 +127,21 @@ class Untrusted:
 
     value: Any
     source: str = ""
+
+
+MAX_TIMEOUT_S = 86_400.0  # a day: a call's deadline past it is a mistake, not a wish
+
+
+def finite_timeout(value: Any, what: str = "timeout_s") -> float:
+    """``value`` as a call's timeout in seconds: a positive finite number up to a day, else a
+    ValueError naming ``what`` (an infinite deadline would stop the watchdog timing calls out)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number of seconds, not {value!r}") from None
+    if not (0 < seconds <= MAX_TIMEOUT_S):
+        raise ValueError(f"{what} must be more than 0 and at most {MAX_TIMEOUT_S:g} seconds, not {value!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -259,6 +275,8 @@ class Device:
         the user's consent; a network call without this declaration counts as going somewhere new.
         """
 
+        limit = finite_timeout(timeout_s)
+
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             call_name = name or fn.__name__
             if call_name in self.calls:
@@ -274,7 +292,7 @@ class Device:
                 description=description,
                 parameters=parameters,
                 examples=list(examples or []),
-                timeout_s=timeout_s,
+                timeout_s=limit,
                 side_effects=side_effects,
                 destinations=destinations,
                 context_parameter=context_parameter(fn),

@@ -157,6 +157,7 @@ class DeviceRegistry:
             except Exception as exc:
                 log.warning("device factory %s (%s) failed: %s", factory.name, factory.target, exc)
                 self.broken.append(BrokenPlugin(factory.name, factory.target, f"{type(exc).__name__}: {exc}"))
+        made = {name for factory in self._factories for name in factory.made}
         for device in list(self._devices.values()):
             context = DeviceContext(data_dir / "devices" / device.name, dict(settings.get(device.name, {})))
             try:
@@ -164,7 +165,8 @@ class DeviceRegistry:
             except Exception as exc:
                 log.warning("device %s failed to start: %s", device.name, exc)
                 self.unregister(device.name)
-                self._failed.append(device)
+                if device.name not in made:  # a factory makes its devices anew at the next start
+                    self._failed.append(device)
                 self.broken.append(BrokenPlugin(device.name, f"{device.name} (start)", f"{type(exc).__name__}: {exc}"))
             else:
                 self._instances[device.name] = Instance(context.data_dir, context.settings, state)

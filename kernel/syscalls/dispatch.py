@@ -399,9 +399,11 @@ class Dispatcher:
                     "allowed by the user" if agreed else "refused")
         return agreed
 
-    def _ask_user(self, plan: _Plan) -> str | None:
+    def _ask_user(self, plan: _Plan, context: CallContext) -> str | None:
         """Permission, then consent, on this worker thread; the refusal, or None to go on."""
         with self._prompt_lock:  # one question on the screen at a time
+            if context.cancelled:  # it timed out (or was stopped) behind another question: ask nothing
+                return None
             if plan.missing:
                 missing = self.policy.obtain(plan.device)
                 if missing:
@@ -418,13 +420,14 @@ class Dispatcher:
         if context.cancelled:  # it waited for a worker past its deadline, or was stopped: never run
             return
         if plan.missing or plan.consent is not None:
-            refusal = self._ask_user(plan)
+            refusal = self._ask_user(plan, context)
             if refusal is not None:
                 pending.answer(pending.failed(refusal))
                 return
             if context.cancelled:
                 return  # the answer came after the call had timed out
-            context.deadline = time.monotonic() + call.timeout_s  # the watchdog follows the move
+            context.deadline = time.monotonic() + call.timeout_s  # earlier than the one watched:
+            self._watchdog.watch(context, pending.timed_out)  # watched again (the old entry finds it done)
         if contacted is not None:
             contacted.update(plan.destinations)
         result = SyscallResult(device.name, call.name, args, ok=True)
@@ -446,6 +449,10 @@ class Dispatcher:
             result.ok, result.error = False, f"{device.name}.{call.name} failed: {type(exc).__name__}: {exc}"
         result.seconds = time.monotonic() - start
         pending.answer(result)
+
+
+# added to the error of a call cancelled inside its commit block (CallContext.committing)
+_COMMITTING = " (it was cancelled while carrying out its action, which may have happened)"
 
 
 @dataclass(eq=False)
@@ -475,14 +482,15 @@ class _Pending:
         if self.future.done():
             return
         call = self.plan.call
-        result = self.failed(f"{self.plan.device.name}.{call.name} did not answer within {call.timeout_s:g} s",
-                             seconds=call.timeout_s)
+        result = self.failed(f"{self.plan.device.name}.{call.name} did not answer within {call.timeout_s:g} s"
+                             f"{_COMMITTING if self.context.committing else ''}", seconds=call.timeout_s)
         log.warning("%s (cancelled; its late answer is dropped)", result.error)
         self._resolve(result)
 
     def cancel(self, reason: str) -> None:
         if self.context.cancel(reason):
-            self._resolve(self.failed(f"{self.plan.device.name}.{self.plan.call.name}: {reason}",
+            self._resolve(self.failed(f"{self.plan.device.name}.{self.plan.call.name}: {reason}"
+                                      f"{_COMMITTING if self.context.committing else ''}",
                                       seconds=time.monotonic() - self.started))
 
     def _resolve(self, result: SyscallResult) -> None:

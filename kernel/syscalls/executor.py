@@ -97,22 +97,32 @@ class Watchdog:
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._wake.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                if self._closed:
-                    return
-                _, _, context, on_timeout = heapq.heappop(self._heap)
-                if context.deadline > time.monotonic():  # it moved: wait for the new one
-                    heapq.heappush(self._heap, (context.deadline, next(self._order), context, on_timeout))
-                    continue
-            if context.finished:
-                continue
-            context.cancel("its deadline passed")  # False when it was cancelled before: answer anyway
             try:
-                on_timeout()
-            except Exception:
-                log.exception("a call's timeout handler failed")
+                if not self._next():
+                    return
+            except Exception:  # the only thing that times calls out must outlive any one of them
+                log.exception("the device watchdog hit an error; it goes on")
+
+    def _next(self) -> bool:
+        """Wait for the nearest deadline and handle it; False once closed."""
+        with self._wake:
+            while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
+                wait = None if not self._heap else self._heap[0][0] - time.monotonic()
+                self._wake.wait(None if wait is None else min(wait, threading.TIMEOUT_MAX))
+            if self._closed:
+                return False
+            _, _, context, on_timeout = heapq.heappop(self._heap)
+            if context.deadline > time.monotonic():  # it moved later: wait for the new one
+                heapq.heappush(self._heap, (context.deadline, next(self._order), context, on_timeout))
+                return True
+        if context.finished:
+            return True
+        context.cancel("its deadline passed")  # False when it was cancelled before: answer anyway
+        try:
+            on_timeout()
+        except Exception:
+            log.exception("a call's timeout handler failed")
+        return True
 
     def close(self) -> None:
         with self._wake:

@@ -49,7 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmos.kernel.devices import Call, Device, DeviceContext, DeviceError, Unavailable, Untrusted, current_call
+from llmos.kernel.devices import (
+    Call, Device, DeviceContext, DeviceError, Unavailable, Untrusted, current_call, finite_timeout,
+)
 
 from .pins import INSTRUCTIONS, PinStore, tool_hash
 
@@ -180,7 +182,8 @@ class MCPBridge:
                     raise ValueError("the server needs a `command`")
                 server = _Server(name, dict(config))
                 self._servers[name] = server
-                startup = float(config.get("startup_timeout_s", DEFAULT_STARTUP_TIMEOUT_S))
+                startup = finite_timeout(config.get("startup_timeout_s", DEFAULT_STARTUP_TIMEOUT_S),
+                                         "startup_timeout_s")
                 ready = asyncio.run_coroutine_threadsafe(self._open(server), self._loop)
                 pending.append((server, ready, startup))
             except Exception as exc:
@@ -275,7 +278,7 @@ class MCPBridge:
             description=description,
             permissions=list(DEFAULT_PERMISSIONS if permissions is None else permissions),
         )
-        timeout = float(config.get("timeout_s", DEFAULT_TIMEOUT_S))
+        timeout = finite_timeout(config.get("timeout_s", DEFAULT_TIMEOUT_S), "timeout_s")
         for tool in tools:
             call_name = sanitise_name(tool.name, prefix="tool")
             base, n = call_name, 2
@@ -348,6 +351,14 @@ class MCPBridge:
             except Exception as exc:
                 log.warning("stopping MCP server %s: %s", server.name, exc)
 
+    def release(self, name: str) -> None:
+        """Stop the server ``name`` (its device's teardown); the last one released closes the bridge."""
+        server = self._servers.pop(name, None)
+        if server is not None and not self._closed:
+            self._stop_server(server)
+        if not self._servers:
+            self.close()
+
     def close(self) -> None:
         """Stop every server (their subprocesses end) and the loop thread. Idempotent."""
         if self._closed:
@@ -380,8 +391,8 @@ def make_devices(context: DeviceContext) -> list[Device | Unavailable]:
         return []
     pins_file = context.settings.get("pins_file")
     bridge = start_mcp(servers, PinStore(Path(pins_file)) if pins_file else None)
-    for device in bridge.devices:
-        device.teardown(lambda _state: bridge.close())  # close is idempotent: the first one ends them all
+    for device in bridge.devices:  # each ends its own server (one refused for its name ends only that one)
+        device.teardown(lambda _state, name=device.name: bridge.release(name))
     if not bridge.devices:
         bridge.close()
     return [*bridge.devices, *(Unavailable(name, error) for name, error in [*bridge.errors, *bridge.held])]

@@ -294,3 +294,90 @@ def test_entry_points_may_name_a_device_or_a_factory_and_each_registry_gets_its_
     assert [d.name for d in two.devices()] == ["bare", "fixed"]  # not started: nothing made
     one.stop()
     assert [d.name for d in one.devices()] == ["bare", "fixed"] and [b.name for b in one.broken] == ["junk"]
+
+
+class _Stuck:
+    """A device whose call enters its commit block and stays there until released."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.inside, self.release = threading.Event(), threading.Event()
+        self.device = Device("stuck", description="Stores a note on a server that hangs.")
+        self.device.call(self.store, timeout_s=timeout_s, side_effects=True)
+
+    def store(self, text: str, context: CallContext) -> str:
+        """Store a note.
+
+        Args:
+            text: The note.
+        """
+        with context.commit():
+            self.inside.set()
+            self.release.wait(60)
+        return "stored"
+
+
+def test_a_commit_that_hangs_holds_up_neither_its_own_timeout_nor_another_calls(tmp_path):
+    stuck, late = _Stuck(timeout_s=0.3), _Late(timeout_s=0.2)
+    replies = ['CALL stuck.store {"text": "a"}', "ANSWER: It hung.", 'CALL late.write {"text": "b"}', "ANSWER: Late."]
+    kernel = kernel_on(replies, tmp_path, stuck.device, late.device)
+    try:
+        pid = kernel.spawn()
+        hung = syscall(kernel, pid, "store a")
+        assert stuck.inside.is_set() and not stuck.release.is_set()  # still inside its commit block
+        other = syscall(kernel, pid, "write b")  # the watchdog still times calls out
+        assert not stuck.release.is_set()
+    finally:
+        stuck.release.set()
+        late.release.set()
+        kernel.shutdown()
+    assert not hung["ok"] and "did not answer within 0.3 s" in hung["error"] and "may have happened" in hung["error"]
+    assert not other["ok"] and "did not answer within 0.2 s" in other["error"]
+    assert "may have happened" not in other["error"] and late.written == []
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), float("nan"), 0, -1, 1e12])
+def test_a_call_timeout_is_a_positive_finite_number_of_seconds(seconds):
+    device = Device("clock", description="Waits.")
+    with pytest.raises(ValueError, match="timeout_s must be"):
+        device.call(lambda: "x", name="wait", timeout_s=seconds)
+
+
+def test_an_mcp_server_named_like_a_built_in_device_is_refused_and_the_other_servers_keep_running(tmp_path):
+    clash, clash_spec = notes_server(tmp_path / "mcp", name="memory")
+    notes, notes_spec = notes_server(tmp_path / "mcp", name="notes")
+    registry = DeviceRegistry.from_entry_points()
+    registry.start(tmp_path / "data", {"mcp": {"servers": {"memory": clash, "notes": notes}}})
+    try:
+        assert any(b.name == "mcp.memory" and "already registered" in b.error for b in registry.broken)
+        assert running(clash_spec) == 0 and running(notes_spec) == 1
+        dispatcher = Dispatcher(registry, GrantPolicy(granted=["network", "files.write"]))
+        result = dispatcher.submit("notes.add_note", {"text": "milk"}).result(30)
+        dispatcher.close()
+        assert result.ok, result.error
+    finally:
+        registry.stop()
+    assert running(notes_spec) == 0
+
+
+def test_a_factory_device_that_fails_to_start_is_made_anew_at_the_next_start(monkeypatch, tmp_path):
+    import llmos.kernel.registry as registry_module
+
+    class _EntryPoint:
+        name, value = "flaky", "x:flaky"
+
+        def load(self) -> object:
+            return make
+
+    def make(context: DeviceContext) -> list[Device]:
+        device = Device("flaky", description="Fails to start.")
+        device.setup(lambda _context: (_ for _ in ()).throw(OSError("no disk")))
+        return [device]
+
+    monkeypatch.setattr(registry_module, "entry_points", lambda group: [_EntryPoint()])
+    registry = DeviceRegistry.from_entry_points()
+    for _ in range(2):
+        registry.start(tmp_path)
+        assert [(b.name, "no disk" in b.error) for b in registry.broken] == [("flaky", True)]
+        assert registry.devices() == []
+        registry.stop()
+    assert registry.devices() == [] and registry.broken == []
