@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import installed
+
 from llmos.kernel.backends.scripted import ScriptedBackend
 from llmos.kernel.devices import CallContext, Cancelled, Device, DeviceContext
 from llmos.kernel.loop import Kernel
@@ -221,7 +223,7 @@ def test_a_call_queued_behind_busy_workers_past_its_deadline_never_runs(tmp_path
 
 
 def test_a_registry_stop_ends_its_mcp_server_processes(tmp_path):
-    pytest.importorskip("mcp")
+    installed("mcp")
     server, spec = notes_server(tmp_path / "mcp")
     registry = DeviceRegistry.from_entry_points()
     registry.start(tmp_path / "data", {"mcp": {"servers": {"notes": server}}})

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("PySide6")
+from tests.needs import installed
+
+installed("PySide6")
 
 from llmos.app.answer_links import defang  # noqa: E402
 from llmos.app.chat_view import ChatView  # noqa: E402

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("mcp.server", reason="needs mcp 2.x (MCPServer)")
+from tests.needs import installed
+
+installed("mcp.server", attribute="MCPServer")
 
 from llmos.plugins.mcp import start_mcp  # noqa: E402
 from llmos.plugins.mcp.pins import PinStore, pins_path  # noqa: E402
