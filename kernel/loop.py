@@ -75,6 +75,13 @@ class _Renice:
 
 
 @dataclass
+class _DeviceAnswered:
+    """Posted by a device call's done-callback: the loop wakes at once instead of polling."""
+
+    pid: int
+
+
+@dataclass
 class _InspectRam:
     pid: int
     future: "Future[RamReport]" = field(default_factory=Future)
@@ -267,8 +274,9 @@ class Kernel:
     def _step(self) -> None:
         # Phase 1: take requests; block only when there is nothing to run.
         busy = self._running is not None or self.table.in_state(ProcessState.READY)
-        waiting = self.table.in_state(ProcessState.WAITING)
-        self._take_requests(block=not busy, timeout=0.02 if waiting else 0.5)
+        # A device call's completion (at its deadline at the latest: the dispatcher's watchdog)
+        # and a stop both arrive as requests, so a kernel whose processes all wait just blocks.
+        self._take_requests(block=not busy, timeout=0.5)
         # Phase 2: device completions, deadlines and stops wake WAITING processes.
         self._collect_completions()
         # Phase 3: pick who runs: the running process keeps the model unless someone preempts it.
@@ -326,6 +334,8 @@ class Kernel:
                 return
             proc.turns.append(request.turn)
             self._start_next_turn(proc)
+        elif isinstance(request, _DeviceAnswered):
+            pass  # phase 2 of this step collects the answer
         elif isinstance(request, _Stop):
             proc = self._lookup(request.pid)
             if proc is not None and proc.task is not None:
@@ -412,6 +422,8 @@ class Kernel:
             proc.waiting_on = yielded
             self._set_state(proc, ProcessState.WAITING, "system call")
             self._running = None
+            pid = proc.pid  # runs on the device's thread (or here, if it has already answered)
+            yielded.future.add_done_callback(lambda _future: self._requests.put(_DeviceAnswered(pid)))
         elif yielded is not Yield.SLICE:
             self._fail_turn(proc, f"task yielded {yielded!r}")
 

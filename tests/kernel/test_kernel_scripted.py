@@ -240,3 +240,33 @@ def test_a_process_is_idle_when_its_caller_hears_the_result():
         assert states == ["idle", "idle"]
     finally:
         kernel.shutdown()
+
+
+def test_a_loop_whose_process_waits_for_a_device_blocks_instead_of_polling():
+    slow = Device("slow", description="answers when released")
+    started, released = threading.Event(), threading.Event()
+
+    @slow.call(timeout_s=30.0)
+    def wait() -> str:
+        """Wait."""
+        started.set()
+        released.wait(30)
+        return "released"
+
+    backend = ScriptedBackend(scoring=False)
+    backend.enqueue("CALL slow.wait {}", "ANSWER: done")
+    kernel = Kernel(backend, make_registry(slow), TurnOptions())
+    steps = []
+    collect = kernel._collect_completions
+    kernel._collect_completions = lambda: (steps.append(1), collect())[1]  # one per pass of the loop
+    kernel.start().wait_ready(5)
+    turn = kernel.ask("wait for it")
+    assert started.wait(5)
+    before = len(steps)
+    threading.Event().wait(1.0)  # a window to count the loop's passes in, not a synchronisation
+    passes = len(steps) - before
+    released.set()
+    result = turn.result(5)
+    kernel.shutdown()
+    assert result.syscalls[0]["result"] == "released" and result.answer == "done"
+    assert passes <= 4  # the 0.5 s safety net; a loop polling every 20 ms passed about 50 times
