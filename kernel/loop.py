@@ -74,11 +74,8 @@ class _Renice:
     priority: Priority
 
 
-@dataclass
 class _DeviceAnswered:
     """Posted by a device call's done-callback: the loop wakes at once instead of polling."""
-
-    pid: int
 
 
 @dataclass
@@ -422,8 +419,8 @@ class Kernel:
             proc.waiting_on = yielded
             self._set_state(proc, ProcessState.WAITING, "system call")
             self._running = None
-            pid = proc.pid  # runs on the device's thread (or here, if it has already answered)
-            yielded.future.add_done_callback(lambda _future: self._requests.put(_DeviceAnswered(pid)))
+            # runs on the device's thread (or here, if it has already answered)
+            yielded.future.add_done_callback(lambda _future: self._requests.put(_DeviceAnswered()))
         elif yielded is not Yield.SLICE:
             self._fail_turn(proc, f"task yielded {yielded!r}")
 

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.needs import installed
 
 installed("mcp.server", attribute="MCPServer")
