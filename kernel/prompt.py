@@ -31,8 +31,9 @@ MAX_DEVICE_TEXT = 300
 DEVICES_OPEN, DEVICES_CLOSE = "<devices>", "</devices>"
 
 # Anything that reads as structure to the tokenizer or to the prompt: every <|...|> special token
-# (ChatML's and any other family's), the result tags and the device list's own tags.
-_DEVICE_STRUCTURE = re.compile(r"<(\|[^|<>\s]{0,40}\||/?\s*(?:tool_response|tool_call|devices)\b)", re.IGNORECASE)
+# (ChatML's and any other family's), the result tags and the device list's own tags (and the
+# <functions> list of a server client's tools, app/server/tools.py).
+_DEVICE_STRUCTURE = re.compile(r"<(\|[^|<>\s]{0,40}\||/?\s*(?:tool_response|tool_call|devices|functions)\b)", re.IGNORECASE)
 
 
 def device_text(text: object, limit: int = MAX_DEVICE_TEXT) -> str:

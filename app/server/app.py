@@ -30,7 +30,7 @@ from llmos.kernel import events
 from llmos.kernel.loop import Kernel, TurnError
 from llmos.kernel.process import Priority
 
-from . import programs
+from . import programs, tools
 from .programs import Completion
 from .requests import (
     ApiError, ChatRequest, Sampling, chat_request, completion_request, embedding_request, parse_json,
@@ -60,11 +60,12 @@ class _Job:
     def __init__(self, kernel: Kernel, client: str) -> None:
         self.kernel = kernel
         self.loop = asyncio.get_running_loop()
-        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        # text, or a ready chat delta (a client tool call); None once the request is over
+        self.pieces: asyncio.Queue[str | dict[str, Any] | None] = asyncio.Queue()
         self.client = client
         self.pid: int | None = None
 
-    def on_piece(self, piece: str) -> None:  # kernel thread
+    def on_piece(self, piece: str | dict[str, Any]) -> None:  # kernel thread
         self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
 
     async def spawn(self, **history: Any) -> int:
@@ -124,9 +125,19 @@ class Api:
             {"id": name, "object": "model", "created": 0, "owned_by": "llmos"} for name in self.models]})
 
     async def chat_completions(self, request: Request) -> Response:
-        chat = chat_request(await _body(request, self.options.max_body_bytes))
+        body = await _body(request, self.options.max_body_bytes)
+        chat = chat_request(body)
+        functions, choice = tools.parse_tools(body)
         job = await self._job(request, chat.sampling)
-        if chat.sampling.model == OS_MODEL:
+        if functions and chat.sampling.model == OS_MODEL:
+            raise ApiError(400, f"client tools are for the plain model ({self.models[0]}); '{OS_MODEL}' "
+                                "calls its own devices", param="tools")
+        if functions or any(m.tool_calls or m.role == "tool" for m in chat.messages):
+            await job.spawn()
+            shown = [] if choice.mode == "none" else functions
+            text, program = "", tools.tool_completion(chat.messages, shown, choice, chat.sampling,
+                                                      on_piece=job.on_piece)
+        elif chat.sampling.model == OS_MODEL:
             try:
                 history, text = programs.os_history(chat.messages)
             except ValueError as exc:
@@ -209,12 +220,14 @@ class Api:
         choice: dict[str, Any] = {"index": 0, "finish_reason": result.finish_reason, "logprobs": None}
         if kind == "chat.completion":
             choice["message"] = {"role": "assistant", "content": result.answer}
+            if result.tool_calls:
+                choice["message"] = {"role": "assistant", "content": None, "tool_calls": result.tool_calls}
         else:
             choice["text"] = result.answer
         return JSONResponse({"id": ident, "object": kind, "created": int(time.time()), "model": sampling.model,
                              "choices": [choice], "usage": _usage(result)})
 
-    async def _stream(self, job: _Job, first: str | None, future: "asyncio.Future[Completion]", ident: str,
+    async def _stream(self, job: _Job, first: str | dict[str, Any] | None, future: "asyncio.Future[Completion]", ident: str,
                       sampling: Sampling, kind: str) -> AsyncIterator[dict[str, str]]:
         chat = kind == "chat.completion"
         created = int(time.time())
@@ -235,7 +248,9 @@ class Api:
                 yield chunk({"role": "assistant", "content": ""})
             piece = first  # None: the request ended before a first piece
             while piece is not None:
-                if piece:
+                if isinstance(piece, dict):
+                    yield chunk(piece)
+                elif piece:
                     yield chunk({"content": piece} if chat else piece)
                 piece = await job.pieces.get()
             try:

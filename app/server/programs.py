@@ -36,6 +36,8 @@ class Completion(TurnResult):
     # a request the model cannot take (too long for the context, a grammar llama.cpp refused):
     # (message, code), answered as a 400; nothing was generated
     refused: tuple[str, str] | None = None
+    # the calls the answer is (client tools): OpenAI's tool_calls, each with its JSON arguments
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 def chat_prompt(messages: list[ChatMessage]) -> str:
@@ -52,7 +54,7 @@ def chat_prompt(messages: list[ChatMessage]) -> str:
     return "".join(parts) + "<|im_start|>assistant\n"
 
 
-def _context_refusal(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> tuple[str, str] | None:
+def context_refusal(prompt_tokens: int, n_ctx: int, max_tokens: int | None) -> tuple[str, str] | None:
     wanted = prompt_tokens + (max_tokens or 1)
     if wanted <= n_ctx:
         return None
@@ -68,7 +70,7 @@ def completion(prompt: str, sampling: Sampling, *, schema: dict[str, Any] | None
     def program(svc: TurnServices, proc: Process) -> Task:
         started = time.monotonic()
         prompt_tokens = len(svc.backend.tokenize(prompt))
-        refusal = _context_refusal(prompt_tokens, svc.backend.n_ctx, sampling.max_tokens)
+        refusal = context_refusal(prompt_tokens, svc.backend.n_ctx, sampling.max_tokens)
         if refusal is not None:
             return _result(proc, "", started, prompt_tokens=prompt_tokens, refused=refusal)
         room = svc.backend.n_ctx - prompt_tokens

@@ -99,10 +99,21 @@ def _sampling(body: dict[str, Any], max_tokens: int | None) -> Sampling:
     )
 
 
+@dataclass(frozen=True)
+class ToolCall:
+    """A call an assistant message made (``tool_calls``): its id, function and JSON arguments."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
 @dataclass
 class ChatMessage:
     role: str  # system, user, assistant, tool ("developer" is read as system)
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
 
 
 @dataclass
@@ -141,8 +152,35 @@ def _messages(body: dict[str, Any]) -> list[ChatMessage]:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise ApiError(400, f"messages[{index}] needs a role: one of {', '.join(ROLES)}",
                            param=f"messages[{index}].role")
-        messages.append(ChatMessage(ROLES[message["role"]], _content(message.get("content"), index)))
+        role = ROLES[message["role"]]
+        calls = _tool_calls(message.get("tool_calls"), index) if role == "assistant" else ()
+        call_id = message.get("tool_call_id") if role == "tool" else None
+        if call_id is not None and not isinstance(call_id, str):
+            raise ApiError(400, "'tool_call_id' must be a string", param=f"messages[{index}].tool_call_id")
+        messages.append(ChatMessage(role, _content(message.get("content"), index), calls, call_id))
     return messages
+
+
+def _tool_calls(raw: Any, index: int) -> tuple[ToolCall, ...]:
+    param = f"messages[{index}].tool_calls"
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ApiError(400, "'tool_calls' must be a list", param=param)
+    calls = []
+    for call in raw:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise ApiError(400, "each tool call needs a function with a name", param=param)
+        arguments = function.get("arguments") or "{}"
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        try:
+            json.loads(arguments)
+        except json.JSONDecodeError:
+            raise ApiError(400, f"the arguments of the call to {function['name']} are not JSON", param=param) from None
+        calls.append(ToolCall(str(call.get("id") or ""), function["name"], arguments))
+    return tuple(calls)
 
 
 def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -112,6 +112,98 @@ def test_response_format_json_schema(client, model):
     assert isinstance(value["city"], str) and isinstance(value["population"], int)
 
 
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Get the current weather in a city.",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "The name of the city, e.g. Paris"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "The temperature unit"}},
+        "required": ["city"]}}}
+STOCK = {"type": "function", "function": {
+    "name": "get_stock_price", "description": "Get the latest price of a stock by its ticker symbol.",
+    "parameters": {"type": "object", "properties": {"ticker": {"type": "string", "description": "e.g. AAPL"}},
+                   "required": ["ticker"]}}}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather like in Oslo right now?"}]
+
+
+def _valid_arguments(call, tool) -> dict:
+    import jsonschema
+
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, tool["function"]["parameters"])
+    return arguments
+
+
+def test_a_client_tool_round_trip(client, model):
+    first = client.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[WEATHER, STOCK],
+                                           temperature=0)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.type == "function" and call.id.startswith("call_")
+    assert call.function.name == "get_weather"
+    assert "oslo" in _valid_arguments(call, WEATHER)["city"].lower()
+    assert first.usage.completion_tokens > 0
+
+    result = {"role": "tool", "tool_call_id": call.id, "content": json.dumps(
+        {"city": "Oslo", "temperature_celsius": 23, "sky": "sunny"})}
+    second = client.chat.completions.create(
+        model=model, tools=[WEATHER, STOCK], temperature=0, max_tokens=80,
+        messages=[*ASK_WEATHER, choice.message.model_dump(exclude_none=True), result])
+    answer = second.choices[0]
+    assert not answer.message.tool_calls and answer.finish_reason in ("stop", "length")
+    assert "23" in answer.message.content
+
+
+def test_tool_choice_none_answers_without_a_call(client, model):
+    reply = client.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[WEATHER],
+                                           tool_choice="none", temperature=0, max_tokens=40)
+    assert not reply.choices[0].message.tool_calls
+    assert reply.choices[0].message.content.strip()
+    assert reply.choices[0].finish_reason in ("stop", "length")
+
+
+def test_a_named_or_required_function_is_called(client, model):
+    named = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "How is Apple doing on the market today?"}],
+        tools=[WEATHER, STOCK], tool_choice={"type": "function", "function": {"name": "get_stock_price"}},
+        temperature=0)
+    [call] = named.choices[0].message.tool_calls
+    assert call.function.name == "get_stock_price"
+    _valid_arguments(call, STOCK)
+    required = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hello there!"}], tools=[WEATHER],
+        tool_choice="required", temperature=0)
+    [call] = required.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    _valid_arguments(call, WEATHER)
+
+
+def test_a_streamed_tool_call_joins_into_the_plain_one(client, model):
+    plain = client.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[WEATHER], temperature=0)
+    [expected] = plain.choices[0].message.tool_calls
+    chunks = list(client.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[WEATHER],
+                                                 temperature=0, stream=True))
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].id and deltas[0].function.name == "get_weather"
+    assert len({d.index for d in deltas}) == 1
+    assert "".join(d.function.arguments or "" for d in deltas) == expected.function.arguments
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_bad_tools_are_400_and_the_server_stays_up(client, model):
+    unbounded = {"type": "function", "function": {"name": "essay", "parameters": {
+        "type": "object", "properties": {"text": {"type": "string", "minLength": 100000}}}}}
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=model, messages=ASK_WEATHER, tools=[unbounded])
+    assert caught.value.body["code"] == "invalid_schema"
+    assert caught.value.body["param"] == "tools[0].function.parameters"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=OS_MODEL, messages=ASK_WEATHER, tools=[WEATHER])
+    assert caught.value.body["param"] == "tools"
+    _assert_serving(client)
+
+
 def test_a_schema_llama_cpp_cannot_compile_is_a_400(client, model):
     # a minLength over the grammar's bound: no grammar can be made, so it never reaches llama.cpp
     schema = {"type": "object", "properties": {"essay": {"type": "string", "minLength": 100000}}}
