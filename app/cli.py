@@ -7,6 +7,7 @@
     llmos devices call NAME --args JSON   call a device directly, as the kernel would
     llmos voice [--input WAV --output WAV --json]   hands-free voice (app/voice_cli.py)
     llmos serve [--host H --port P --api-key KEY]   an OpenAI-compatible API (app/serve_cli.py)
+    llmos ps [--url URL] [--json]                   the processes of a running server (app/ps_cli.py)
     llmos doctor [--json] [--recheck] [--model PATH]   check what llmos needs (app/doctor.py)
 """
 
@@ -19,7 +20,7 @@ import os
 import sys
 from typing import Any
 
-from llmos.app import doctor, history_cli, memory_cli, serve_cli, supervisor, voice_cli
+from llmos.app import doctor, history_cli, memory_cli, ps_cli, serve_cli, supervisor, voice_cli
 from llmos.kernel import crash_hooks, events
 from llmos.kernel.backends.base import BackendError
 from llmos.kernel.config import Config, ConfigError, load_config
@@ -106,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     memory_cli.add_parser(sub)
     voice_cli.add_parser(sub)
     serve_cli.add_parser(sub)
+    ps_cli.add_parser(sub)
     doctor.add_parser(sub)
     return parser
 
@@ -383,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":  # before the config loads: a broken one is among what it reports
             return doctor.run(args, lambda: _config(args))
         config = _config(args)
+        if args.command == "ps":  # a client of a running server: no model here
+            return ps_cli.run(args, config)
         supervisor.arm_crash_log(config.resolved_data_dir(), f"running `llmos {args.command or 'gui'}`")
         crash_hooks.reach("start")
         if config.backend == "llamacpp":  # before anything loads llama.cpp's libraries

@@ -1,5 +1,5 @@
 """Settings: model file (checked before switching), remote backend, context size, threads, voice
-options, data directory; saved to the config file (``kernel/config.py``'s ``config.toml``).
+options, serving to other programs (`llmos serve` on the window's kernel), data directory; saved to the config file (``kernel/config.py``'s ``config.toml``).
 
 The dialog only edits and validates; :meth:`SettingsDialog.accepted_config` is the new Config,
 and the window decides whether the change needs a new kernel (model, backend, context, threads,
@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox, QVBoxLayout, QWidget,
 )
 
+from llmos.app.server.http import ServeError, check_bind
 from llmos.kernel.config import Config, ConfigError, default_config_path
 from llmos.kernel.model_file import ModelFileError, check_gguf, default_model_path
 
@@ -142,6 +143,23 @@ class SettingsDialog(QDialog):
         form.addRow("API key", self.api_key)
         form.addRow("Context size", self.n_ctx)
         form.addRow("Threads", self.threads)
+        self.serve_enabled = QCheckBox("Serve this model to other programs (an OpenAI-compatible API)")
+        self.serve_enabled.setChecked(config.serve_enabled)
+        self.serve_host = QLineEdit(config.serve_host)
+        self.serve_port = QSpinBox()
+        self.serve_port.setRange(1, 65535)
+        self.serve_port.setValue(config.serve_port)
+        self.serve_api_key = QLineEdit(config.serve_api_key)
+        self.serve_api_key.setEchoMode(QLineEdit.EchoMode.Password)
+        self.serve_api_key.setPlaceholderText("none (loopback only)")
+        serving = QGroupBox("Serving")
+        serve_form = QFormLayout(serving)
+        serve_form.addRow(self.serve_enabled)
+        serve_form.addRow("Address", self.serve_host)
+        serve_form.addRow("Port", self.serve_port)
+        serve_form.addRow("API key", self.serve_api_key)
+        self.serve_enabled.toggled.connect(self._serving_changed)
+        self._serving_changed(config.serve_enabled)
         storage = QGroupBox("Storage")
         QFormLayout(storage).addRow("Data directory", dir_row)
         self.voice_editors: dict[str, QWidget] = {}
@@ -164,6 +182,7 @@ class SettingsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(engine)
         layout.addWidget(voice)
+        layout.addWidget(serving)
         layout.addWidget(storage)
         layout.addWidget(self.error)
         layout.addWidget(buttons)
@@ -221,6 +240,10 @@ class SettingsDialog(QDialog):
             w.setEnabled(not local)
         self.validate_model()
 
+    def _serving_changed(self, on: bool) -> None:
+        for w in (self.serve_host, self.serve_port, self.serve_api_key):
+            w.setEnabled(on)
+
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", str(Path(self.model.text() or
                                               default_model_path()).parent), "GGUF models (*.gguf);;All files (*)")
@@ -256,6 +279,8 @@ class SettingsDialog(QDialog):
             "base_url": self.base_url.text().strip(), "remote_model": self.remote_model.text().strip(),
             "api_key": self.api_key.text(), "n_ctx": self.n_ctx.value(), "threads": self.threads.value(),
             "data_dir": self.data_dir.text().strip(),
+            "serve_enabled": self.serve_enabled.isChecked(), "serve_host": self.serve_host.text().strip(),
+            "serve_port": self.serve_port.value(), "serve_api_key": self.serve_api_key.text(),
         }
         out.update({name: self._read(editor) for name, editor in self.voice_editors.items()})
         return out
@@ -268,6 +293,12 @@ class SettingsDialog(QDialog):
         values = self.values()
         if values["backend"] == "openai" and not values["base_url"].startswith(("http://", "https://")):
             self.error.setText("The server URL must start with http:// or https://.")
+            return
+        try:
+            if values["serve_enabled"]:
+                check_bind(values["serve_host"], values["serve_api_key"] or None)
+        except ServeError as exc:
+            self.error.setText(f"Serving: {exc}.")
             return
         try:
             new = dataclasses.replace(self.config, **values)

@@ -35,6 +35,8 @@ from llmos.app.chat_view import ChatView, duration
 from llmos.app.device_manager import DeviceManager
 from llmos.app.dialogs import DialogService
 from llmos.app.inspectors import RamGauge, RamInspector, TaskManager
+from llmos.app.server.desktop import DesktopServer
+from llmos.app.server.http import ServeError
 from llmos.app.settings import SettingsDialog, needs_new_kernel
 from llmos.app.sidebar import Sidebar
 from llmos.app.theme import BASE_POINT_SIZE, apply_theme, current_theme
@@ -117,6 +119,7 @@ class ChatWindow(QMainWindow):
         self._switching = False
         self._windows: dict[str, QWidget] = {}
         self._built: Kernel | None = None  # built by start_kernel, maybe not adopted yet
+        self.server = DesktopServer()  # Settings' "serve to other programs", on this window's kernel
         self._build()
         self.sidebar.setVisible(self.journal is not None or kernel_factory is not None)
         self.bridge = self._make_bridge(kernel)
@@ -171,7 +174,11 @@ class ChatWindow(QMainWindow):
         self.progress.setMaximumHeight(14)
         self.progress.setTextVisible(False)
         self.ram_gauge = RamGauge()
+        self.serve_label = QLabel()
+        self.serve_label.setVisible(False)
+        self.serve_label.setToolTip("Other programs use this model through an OpenAI-compatible API (Settings)")
         self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.serve_label)
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.ram_gauge)
         self.input.submitted.connect(self.send)
@@ -578,6 +585,7 @@ class ChatWindow(QMainWindow):
         took = f" (loaded in {event.seconds:.1f} s)" if event.seconds > 0 else ""
         self._ready_status(took)
         log.info("backend ready: %s", event.model)
+        self.sync_server()
         if self.pid is None and self._spawning is None:
             self._spawn(self.conversation, self.messages if self.conversation else None)
 
@@ -745,9 +753,24 @@ class ChatWindow(QMainWindow):
             return
         old, self.config = self.config, new
         if needs_new_kernel(old, new):
-            self.switch_kernel(new)
+            self.switch_kernel(new)  # the server follows when the new model is ready
         else:
             self._set_status("Settings saved.")
+            self.sync_server()
+
+    def sync_server(self) -> None:
+        """Serve (or stop serving) this window's kernel to other programs, as Settings say."""
+        ready = self.bridge.backend_state is BackendState.READY and not self._switching
+        try:
+            line = self.server.sync(self.config, self.kernel if ready else None)
+        except ServeError as exc:
+            self._set_status(f"Cannot serve to other programs: {exc}", error=True)
+            line = None
+        url = self.server.url
+        self.serve_label.setText(f"API: {url}" if url else "")
+        self.serve_label.setVisible(url is not None)
+        if line:
+            self._set_status(line)
 
     def start_kernel(self) -> None:
         """Build the kernel for ``config`` on a worker thread (the window is already shown), then
@@ -822,6 +845,7 @@ class ChatWindow(QMainWindow):
 
         def go() -> None:
             self._switching = True
+            self.sync_server()  # off while the kernel changes
             self._set_status(f"Switching to {model_label(config.model or config.remote_model or config.backend)} …",
                              busy=True)
             self._update_actions()
@@ -873,6 +897,7 @@ class ChatWindow(QMainWindow):
         for widget in self._windows.values():
             widget.close()
         self.voice.shutdown()
+        self.server.stop()
         self.bridge.close()
         super().closeEvent(event)
 

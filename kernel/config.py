@@ -62,6 +62,16 @@ class Config:
         "help": "a pyttsx3/espeak-ng voice id; empty = the default English voice", "label": "Voice (espeak-ng id)"})
     document_embedder: str = field(default="static", metadata={
         "help": "embeds ingested documents: static (distilled from MiniLM, fast) or minilm; memories always use minilm"})
+    # llmos serve, and the desktop's switch for it (Settings, "Serve to other programs")
+    serve_enabled: bool = field(default=False, metadata={
+        "help": "the desktop window serves its kernel to other programs (the API of llmos serve)"})
+    serve_host: str = field(default="127.0.0.1", metadata={
+        "help": "llmos serve: the address to listen on; any but loopback needs serve_api_key"})
+    serve_port: int = field(default=8177, metadata={"help": "llmos serve: the port"})
+    serve_api_key: str = field(default="", metadata={
+        "help": "llmos serve: clients must send 'Authorization: Bearer <key>'; empty = no key (loopback only)"})
+    serve_max_waiting: int = field(default=8, metadata={
+        "help": "llmos serve: requests that may wait for the model; one more gets HTTP 429 with Retry-After"})
     mcp: dict = field(default_factory=dict, metadata={
         "help": "MCP servers: [mcp.servers.<name>] command, args, env, cwd, permissions, timeout_s, side_effects"})
 
@@ -80,7 +90,15 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
+        if kind in ("bool", bool):
+            if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
         if kind in ("int", int):
+            if isinstance(value, bool):
+                raise TypeError
             return int(value)
         if kind in ("float", float):
             return float(value)
@@ -131,4 +149,8 @@ def load_config(
         raise ConfigError("config key 'vad_end_silence_s': use 0.2 to 5 seconds")
     if not 60 <= config.tts_rate_wpm <= 500:
         raise ConfigError("config key 'tts_rate_wpm': use 60 to 500 words per minute")
+    if config.serve_max_waiting < 0:
+        raise ConfigError("config key 'serve_max_waiting': use 0 or more requests")
+    if not 0 < config.serve_port < 65536:
+        raise ConfigError("config key 'serve_port': use a port from 1 to 65535")
     return config

@@ -183,6 +183,7 @@ class Kernel:
         process)``'s task (a generator like ``turn.run_turn``'s, returning a TurnResult)."""
         turn = Turn(text, program=program)
         self._requests.put(_Submit(pid, turn))
+        self._hint_preempt(self._lookup(pid))
         return turn.future
 
     def ask(self, text: str, priority: Priority = Priority.CHAT, name: str = "ask") -> "Future[TurnResult]":
@@ -206,6 +207,15 @@ class Kernel:
         proc = self._lookup(pid)
         if proc is not None and proc.task is not None:
             proc.stop_requested = True
+
+    def _hint_preempt(self, proc: Process | None) -> None:
+        # ``proc`` is about to be ready: if it outranks the process generating now, that one
+        # ends its slice at the next token (a chat or voice turn does not wait out an API or
+        # background slice). A hint read across threads (one bool store); a stale read costs
+        # at most an early slice boundary or the rest of the slice.
+        running = self._running
+        if proc is not None and running is not None and running is not proc and proc.priority > running.priority:
+            running.yield_requested = True
 
     def set_priority(self, pid: int, priority: Priority) -> None:
         """Move ``pid`` to another scheduling level from its next slice on (voice mode gives a
@@ -286,6 +296,7 @@ class Kernel:
             self._running = proc
             if proc is None:
                 return
+            proc.yield_requested = False
             self._set_state(proc, ProcessState.RUNNING, "scheduled")
         # Phase 4: run one slice of its task, and handle what it yields.
         self._run_slice(proc)
@@ -420,9 +431,14 @@ class Kernel:
             self._set_state(proc, ProcessState.WAITING, "system call")
             self._running = None
             # runs on the device's thread (or here, if it has already answered)
-            yielded.future.add_done_callback(lambda _future: self._requests.put(_DeviceAnswered()))
+            yielded.future.add_done_callback(lambda _future: self._device_answered(proc))
         elif yielded is not Yield.SLICE:
             self._fail_turn(proc, f"task yielded {yielded!r}")
+
+    def _device_answered(self, proc: Process) -> None:
+        # on the device's thread: wake the loop, and let an outranking process back in soon
+        self._requests.put(_DeviceAnswered())
+        self._hint_preempt(proc)
 
     def _finish_turn(self, proc: Process, result: TurnResult) -> None:
         turn = proc.turns.pop(0)

@@ -96,6 +96,9 @@ class Process:
     resume_value: Any = None  # what the task is sent when it runs next (a device's result)
     stop_requested: bool = False
     kill_requested: bool = False
+    # A hint from another thread: a process of higher priority became ready, so end this slice
+    # at the next token instead of its last one (the scheduler still decides at the boundary).
+    yield_requested: bool = False
     reap: bool = False  # leave the process table once ended (a finished API request)
     tokens_generated: int = 0
     model_seconds: float = 0.0

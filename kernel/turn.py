@@ -212,8 +212,9 @@ def generate(
                     text.append(piece)
                     if on_piece is not None:
                         on_piece(piece)
-                if stream.finished or proc.stop_requested:
+                if stream.finished or proc.stop_requested or proc.yield_requested:
                     break
+            proc.yield_requested = False
             proc.model_seconds += time.monotonic() - started
             proc.tokens_generated += stream.stats.generated_tokens - before
             if not stream.finished:

@@ -12,6 +12,7 @@ import base64
 import hmac
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -41,12 +42,42 @@ log = logging.getLogger(__name__)
 OS_MODEL = "llmos"
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_WAITING = 8
 
 
 @dataclass
 class ServeOptions:
     api_key: str | None = None
     max_body_bytes: int = MAX_BODY_BYTES
+    # generation requests that may wait for the model while one holds it; one more is a 429
+    max_waiting: int = MAX_WAITING
+
+
+class Admission:
+    """How many generation requests are in the kernel, and whether one more may come in.
+
+    The kernel time-slices one model: of the requests in it, one holds the model and the rest
+    wait their slice. When ``max_waiting`` are waiting, the next request is a 429 whose
+    ``Retry-After`` is the recent time a request took (at least a second), so a client that
+    honours it (the openai client does) comes back when one has left."""
+
+    def __init__(self, max_waiting: int) -> None:
+        self.max_waiting = max_waiting
+        self.inside = 0
+        self._seconds = 1.0  # a moving average of how long a request took
+
+    def enter(self) -> float:
+        if self.inside - 1 >= self.max_waiting:
+            retry = max(1, math.ceil(self._seconds))
+            raise ApiError(429, f"{self.inside - 1} requests are waiting for the model already (this server "
+                                f"queues {self.max_waiting}); retry in {retry} s", type="rate_limit_error",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(retry)})
+        self.inside += 1
+        return time.monotonic()
+
+    def leave(self, entered: float) -> None:
+        self.inside -= 1
+        self._seconds = 0.7 * self._seconds + 0.3 * (time.monotonic() - entered)
 
 
 def plain_model_name(kernel: Kernel) -> str:
@@ -57,8 +88,10 @@ def plain_model_name(kernel: Kernel) -> str:
 class _Job:
     """One request in the kernel: its process, its pieces as they come, its result."""
 
-    def __init__(self, kernel: Kernel, client: str) -> None:
+    def __init__(self, kernel: Kernel, client: str, admission: Admission) -> None:
         self.kernel = kernel
+        self.admission = admission
+        self.entered: float | None = None
         self.loop = asyncio.get_running_loop()
         # text, or a ready chat delta (a client tool call); None once the request is over
         self.pieces: asyncio.Queue[str | dict[str, Any] | None] = asyncio.Queue()
@@ -69,7 +102,12 @@ class _Job:
         self.loop.call_soon_threadsafe(self.pieces.put_nowait, piece)
 
     async def spawn(self, **history: Any) -> int:
-        self.pid = await asyncio.to_thread(self.kernel.spawn, f"api {self.client}", Priority.API, **history)
+        self.entered = self.admission.enter()  # the event loop's thread: no lock needed
+        try:
+            self.pid = await asyncio.to_thread(self.kernel.spawn, f"api {self.client}", Priority.API, **history)
+        except BaseException:
+            self._leave()
+            raise
         return self.pid
 
     async def run(self, text: str, program: Callable[..., Any]) -> "asyncio.Future[Completion]":
@@ -79,8 +117,16 @@ class _Job:
         return future
 
     def end(self) -> None:
+        """The request is over (answered, failed, or its client left): called once or more."""
         if self.pid is not None:
             self.kernel.kill(self.pid, reap=True)
+            self.pid = None
+        self._leave()
+
+    def _leave(self) -> None:
+        if self.entered is not None:
+            self.admission.leave(self.entered)
+            self.entered = None
 
 
 def _client(request: Request) -> str:
@@ -117,12 +163,25 @@ class Api:
         self.kernel = kernel
         self.options = options
         self.models = [plain_model_name(kernel), OS_MODEL]
+        self.admission = Admission(options.max_waiting)
 
     # --- the routes -------------------------------------------------------------------------
 
     async def list_models(self, request: Request) -> Response:
+        # max_model_len as vLLM lists it: llmos's remote backend (and others) read the context size
         return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "llmos"} for name in self.models]})
+            {"id": name, "object": "model", "created": 0, "owned_by": "llmos", "max_model_len": self.kernel.backend.n_ctx}
+            for name in self.models]})
+
+    async def processes(self, request: Request) -> Response:
+        """The kernel's process table (``llmos ps``; the desktop's own processes too when it serves)."""
+        return JSONResponse({"processes": json.loads(json.dumps(self.kernel.processes(), default=str))})
+
+    async def tokenize(self, request: Request) -> Response:
+        """llama-server's ``POST /tokenize`` (``{"content": text}``): the plain model's token ids."""
+        body = await _body(request, self.options.max_body_bytes)
+        text = _get_text(body, "content")
+        return JSONResponse({"tokens": await asyncio.to_thread(self.kernel.backend.tokenize, text)})
 
     async def chat_completions(self, request: Request) -> Response:
         body = await _body(request, self.options.max_body_bytes)
@@ -133,10 +192,10 @@ class Api:
             raise ApiError(400, f"client tools are for the plain model ({self.models[0]}); '{OS_MODEL}' "
                                 "calls its own devices", param="tools")
         if functions or any(m.tool_calls or m.role == "tool" for m in chat.messages):
-            await job.spawn()
             shown = [] if choice.mode == "none" else functions
             text, program = "", tools.tool_completion(chat.messages, shown, choice, chat.sampling,
                                                       on_piece=job.on_piece)
+            await job.spawn()
         elif chat.sampling.model == OS_MODEL:
             try:
                 history, text = programs.os_history(chat.messages)
@@ -146,8 +205,8 @@ class Api:
             program = programs.os_turn(text)
             self._forward_tokens(job)
         else:
-            await job.spawn()
             text, program = "", self._plain_chat(chat, job)
+            await job.spawn()
         return await self._answer(job, text, program, chat.sampling, "chat.completion")
 
     async def completions(self, request: Request) -> Response:
@@ -155,8 +214,8 @@ class Api:
         job = await self._job(request, req.sampling)
         if req.sampling.model == OS_MODEL:
             raise ApiError(400, f"'{OS_MODEL}' answers chat completions only; use {self.models[0]}", param="model")
+        program = programs.completion(req.prompt, req.sampling, schema=req.schema, on_piece=job.on_piece)
         await job.spawn()
-        program = programs.completion(req.prompt, req.sampling, on_piece=job.on_piece)
         return await self._answer(job, "", program, req.sampling, "text_completion")
 
     async def embeddings(self, request: Request) -> Response:
@@ -176,7 +235,7 @@ class Api:
     async def _job(self, request: Request, sampling: Sampling) -> _Job:
         if sampling.model not in self.models:
             raise self._unknown_model(sampling.model)
-        return _Job(self.kernel, _client(request))
+        return _Job(self.kernel, _client(request), self.admission)
 
     def _unknown_model(self, name: str) -> ApiError:
         return ApiError(404, f"the model '{name}' does not exist (this server has: {', '.join(self.models)})",
@@ -187,10 +246,16 @@ class Api:
                                    stop=(programs.END_OF_TURN,), on_piece=job.on_piece)
 
     def _forward_tokens(self, job: _Job) -> None:
-        """The OS's turn streams its answer as Token events of its process."""
+        """The OS's turn streams its answer as Token events of its process, and each system call
+        it made as a delta of its own (``llmos_syscall``: the record the journal keeps)."""
         def observe(event: events.Event) -> None:
             if isinstance(event, events.Token) and event.pid == job.pid:
                 job.on_piece(event.text)
+            elif isinstance(event, events.SyscallFinished) and event.pid == job.pid:
+                job.on_piece({"llmos_syscall": syscall_record({
+                    "device": event.device, "call": event.call, "arguments": event.arguments,
+                    "result": event.result if event.ok else None, "error": event.error, "ok": event.ok,
+                    "trusted": event.trusted, "seconds": round(event.seconds, 4)})})
             elif isinstance(event, events.ProcessStateChanged) and event.pid == job.pid and event.new == "done":
                 unsubscribe()
 
@@ -222,6 +287,8 @@ class Api:
             choice["message"] = {"role": "assistant", "content": result.answer}
             if result.tool_calls:
                 choice["message"] = {"role": "assistant", "content": None, "tool_calls": result.tool_calls}
+            if result.syscalls:  # the llmos model's own device calls
+                choice["message"]["llmos_syscalls"] = [syscall_record(r) for r in result.syscalls]
         else:
             choice["text"] = result.answer
         return JSONResponse({"id": ident, "object": kind, "created": int(time.time()), "model": sampling.model,
@@ -281,6 +348,29 @@ def _embed(texts: list[str]) -> tuple[Any, list[int]]:
     return embedder.embed_array(texts), embedder.token_counts(texts)
 
 
+SYSCALL_RESULT_CHARS = 2000
+
+
+def syscall_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A system call as a client sees it: JSON all through, a long result cut (the journal keeps it whole)."""
+    out = dict(record)
+    value = out.get("result")
+    if value is not None and not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, str) and len(value) > SYSCALL_RESULT_CHARS:
+        value = value[:SYSCALL_RESULT_CHARS] + " …"
+    out["result"] = value
+    out["arguments"] = json.loads(json.dumps(out.get("arguments") or {}, default=str))
+    return out
+
+
+def _get_text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a string", param=name)
+    return value
+
+
 def _json(body: dict[str, Any]) -> str:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
@@ -290,7 +380,7 @@ def _json(body: dict[str, Any]) -> str:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -336,6 +426,8 @@ def make_app(kernel: Kernel, options: ServeOptions | None = None) -> Any:
             Route("/v1/chat/completions", api.chat_completions, methods=["POST"]),
             Route("/v1/completions", api.completions, methods=["POST"]),
             Route("/v1/embeddings", api.embeddings, methods=["POST"]),
+            Route("/tokenize", api.tokenize, methods=["POST"]),
+            Route("/llmos/processes", api.processes, methods=["GET"]),
         ],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )

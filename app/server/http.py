@@ -26,7 +26,7 @@ def check_bind(host: str, api_key: str | None) -> None:
     """Another machine can reach a non-loopback address: it needs a key."""
     if not is_loopback(host) and not api_key:
         raise ServeError(f"refusing to serve on {host} without an API key: anyone who can reach it could use "
-                         "the model; pass --api-key KEY (or bind 127.0.0.1)")
+                         "the model; give it an API key (--api-key KEY, or serve_api_key in the config) or bind 127.0.0.1")
 
 
 def bind(host: str, port: int) -> socket.socket:

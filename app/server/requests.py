@@ -20,9 +20,11 @@ class ApiError(Exception):
     """An answer in OpenAI's error shape."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -202,11 +204,15 @@ def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     else:
         raise ApiError(400, "response_format.type must be text, json_object or json_schema",
                        param="response_format")
+    return _bounded(schema, "response_format")
+
+
+def _bounded(schema: dict[str, Any], param: str) -> dict[str, Any]:
     try:
         bounded = bounded_schema(schema)
         to_gbnf(bounded)
     except GrammarError as exc:
-        raise ApiError(400, f"response_format: {exc}", param="response_format", code="invalid_schema") from None
+        raise ApiError(400, f"{param}: {exc}", param=param, code="invalid_schema") from None
     return bounded
 
 
@@ -220,6 +226,7 @@ def chat_request(body: dict[str, Any]) -> ChatRequest:
 class CompletionRequest:
     sampling: Sampling
     prompt: str
+    schema: dict[str, Any] | None = None  # llama-server's json_schema: the bounded schema to generate under
 
 
 def completion_request(body: dict[str, Any]) -> CompletionRequest:
@@ -230,7 +237,10 @@ def completion_request(body: dict[str, Any]) -> CompletionRequest:
         prompt = prompt[0]
     if not prompt:
         raise ApiError(400, "'prompt' must be a non-empty string", param="prompt")
-    return CompletionRequest(_sampling(body, _positive(body, "max_tokens") or 16), prompt)
+    # llama-server's field (llmos's remote backend sends it here); a GBNF ``grammar`` is not taken
+    schema = _get(body, "json_schema", (dict,), None, what="a JSON schema object")
+    return CompletionRequest(_sampling(body, _positive(body, "max_tokens") or 16), prompt,
+                             None if schema is None else _bounded(schema, "json_schema"))
 
 
 @dataclass

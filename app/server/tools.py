@@ -270,9 +270,11 @@ def tool_completion(messages: list[ChatMessage], tools: list[Tool], choice: Tool
             params = SamplingParams(max_tokens=max(1, min(sampling.max_tokens or room, room)),
                                     temperature=sampling.temperature, top_p=sampling.top_p,
                                     stop=(*sampling.stop, END_OF_TURN), seed=sampling.seed)
-            text, stats = yield from generate(svc, proc, prompt + ANSWER_PREFIX, params,
-                                              on_piece=_stripped(on_piece) if on_piece else None)
-            return Completion(text.strip(), [], proc.stop_requested,
+            pieces = AnswerPieces(on_piece) if on_piece else None
+            text, stats = yield from generate(svc, proc, prompt + ANSWER_PREFIX, params, on_piece=pieces)
+            if pieces is not None:
+                pieces.flush()
+            return Completion(answer_text(text), [], proc.stop_requested,
                               {"total_s": round(time.monotonic() - started, 4), "call_margin": decision.margin},
                               proc.pid, finish_reason=stats.finish_reason or "stop",
                               prompt_tokens=prompt_tokens, completion_tokens=stats.generated_tokens)
@@ -309,8 +311,7 @@ def tool_completion(messages: list[ChatMessage], tools: list[Tool], choice: Tool
 
 
 def _stripped(on_piece: Callable[[str], None]) -> Callable[[str], None]:
-    """``on_piece`` without the whitespace the answer opens with (after ``ANSWER:``), so the
-    streamed pieces join into the answer the non-streamed request returns."""
+    """``on_piece`` without the whitespace the arguments open with (after ``CALL <function>``)."""
     started = False
 
     def piece(text: str) -> None:
@@ -322,6 +323,45 @@ def _stripped(on_piece: Callable[[str], None]) -> Callable[[str], None]:
             on_piece(text)
 
     return piece
+
+
+def answer_text(text: str) -> str:
+    """The answer without its opening: the whitespace after the prompt's ``ANSWER:``, and an
+    ``ANSWER:`` the model writes once more (the 0.5B model does after a function's result)."""
+    return text.strip().removeprefix(ANSWER_PREFIX).strip()
+
+
+class AnswerPieces:
+    """Streams an answer as :func:`answer_text` returns it: the opening is held back until it is
+    clearly over, so the streamed pieces join into the non-streamed answer."""
+
+    def __init__(self, on_piece: Callable[[str], None]) -> None:
+        self.on_piece = on_piece
+        self.head: str | None = ""  # None once the opening is over
+
+    def __call__(self, text: str) -> None:
+        if self.head is None:
+            if text:
+                self.on_piece(text)
+            return
+        self.head += text
+        opened = self.head.lstrip()
+        if ANSWER_PREFIX.startswith(opened):  # nothing yet, or maybe ANSWER: again
+            return
+        if opened.startswith(ANSWER_PREFIX):
+            opened = opened[len(ANSWER_PREFIX):].lstrip()
+            if not opened:
+                return
+        self.head = None
+        self.on_piece(opened)
+
+    def flush(self) -> None:
+        """The answer ended: what is held back (a short answer like "A") goes out."""
+        if self.head is not None:
+            rest = answer_text(self.head)
+            self.head = None
+            if rest:
+                self.on_piece(rest)
 
 
 def _arguments(text: str) -> str:

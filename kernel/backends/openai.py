@@ -2,7 +2,8 @@
 llama_cpp.server, vLLM, Ollama): streamed ``POST /completions`` of the raw ChatML prompt over
 ``http.client`` (no proxies). No scoring: the kernel lets the model write ``CALL`` / ``ANSWER:``.
 A JSON schema goes as a GBNF ``grammar`` (both llama.cpp servers take it), else as llama-server's
-``json_schema`` (never both: older llama-servers refuse); vLLM and Ollama ignore both. Tokens are
+``json_schema`` (never both: older llama-servers refuse); vLLM and Ollama ignore both. Another
+machine's `llmos serve` (its models are ``owned_by: llmos``) takes ``json_schema`` only. Tokens are
 counted as streamed chunks; ``tokenize()`` asks ``/tokenize`` or ``/extras/tokenize`` if the server
 has one, else estimates 1 token per 4 characters (pseudo ids: only the count means something).
 
@@ -56,8 +57,10 @@ def _cause(exc: BaseException) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _schema_fields(schema: dict[str, Any]) -> dict[str, Any]:
+def _schema_fields(schema: dict[str, Any], *, grammar: bool = True) -> dict[str, Any]:
     """How to ask the server for output that follows ``schema``."""
+    if not grammar:
+        return {"json_schema": schema}
     try:
         return {"grammar": to_gbnf(schema)}
     except GrammarError as exc:  # a schema the converter does not handle, or llama.cpp would refuse
@@ -79,6 +82,7 @@ class OpenAIBackend:
         self.on_switch: Callable[[SwitchInfo], None] | None = None  # the server switches, unseen
         self._live: list[OpenAIStream] = []  # the streams that hold a live response
         self._tokenize_routes = TOKENIZE_ROUTES  # the ones not yet known not to work
+        self._takes_grammar = True  # llmos serve takes json_schema, not GBNF
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None = None,
                  timeout: float | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
@@ -133,6 +137,7 @@ class OpenAIBackend:
         elif models and self.model_id not in models:
             log.warning("the server lists %s, not %r; asking for it anyway", ", ".join(models), self.model_id)
         self.model = f"{self.base_url} {self.model_id}"
+        self._takes_grammar = models.get(self.model_id, {}).get("owned_by") != "llmos"
         self.n_ctx = self._context_size(models.get(self.model_id, {}))
         log.info("remote model %s, context %d tokens", self.model, self.n_ctx)
 
@@ -176,7 +181,7 @@ class OpenAIBackend:
         if self.model_id:
             body["model"] = self.model_id
         if json_schema is not None:
-            body.update(_schema_fields(json_schema))
+            body.update(_schema_fields(json_schema, grammar=self._takes_grammar))
         return OpenAIStream(self, pid, body, params)
 
     def score(self, pid: int, prompt: str, continuations: list[str]) -> list[float]:

@@ -6,8 +6,12 @@ One kernel and one server per module (the model is the session's); each test is 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -152,7 +156,7 @@ def test_a_client_tool_round_trip(client, model):
         messages=[*ASK_WEATHER, choice.message.model_dump(exclude_none=True), result])
     answer = second.choices[0]
     assert not answer.message.tool_calls and answer.finish_reason in ("stop", "length")
-    assert "23" in answer.message.content
+    assert "23" in answer.message.content and not answer.message.content.startswith("ANSWER")
 
 
 def test_tool_choice_none_answers_without_a_call(client, model):
@@ -215,6 +219,45 @@ def test_a_schema_llama_cpp_cannot_compile_is_a_400(client, model):
     _assert_serving(client)
 
 
+# --- a second real client: simonw's `llm` CLI, with the server as an OpenAI-compatible model entry ---
+
+
+@pytest.fixture()
+def llm_cli(served, model, tmp_path):
+    """Runs ``llm`` (its own process, its own user directory) against the server."""
+    (tmp_path / "extra-openai-models.yaml").write_text(
+        f"- model_id: llmos-local\n  model_name: {model}\n  api_base: {served[1].url}\n"
+        "  api_key_name: llmos\n  supports_tools: true\n", encoding="utf-8")
+    binary = Path(sys.executable).with_name("llm")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(binary), "prompt", "-m", "llmos-local", "--key", KEY, "-o", "temperature", "0",
+                               *args], capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "LLM_USER_PATH": str(tmp_path)})
+        assert done.returncode == 0, done.stderr
+        return done
+
+    return run
+
+
+def test_the_llm_cli_streams_what_the_openai_client_gets(llm_cli, client, model):
+    question = "Name three primary colours."
+    plain = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                           temperature=0, max_tokens=40).choices[0].message.content
+    assert llm_cli("-o", "max_tokens", "40", question).stdout.strip() == plain.strip()  # llm streams by default
+
+
+def test_the_llm_cli_runs_a_tool_chain(llm_cli):
+    function = ('def get_weather(city: str) -> str:\n    "Get the current weather in a city."\n'
+                '    return "23 degrees celsius and sunny in " + city\n')
+    # llm's chain limit counts every response, the answer too: 2 would stop it before the answer
+    done = llm_cli("--functions", function, "--td", "--cl", "4", ASK_WEATHER[0]["content"])
+    # --td shows each call and its result on stderr; the answer is on stdout
+    calls = [line for line in done.stderr.splitlines() if line.startswith("Tool call: ")]
+    assert len(calls) == 1 and calls[0].startswith("Tool call: get_weather(") and "oslo" in calls[0].lower(), done.stderr
+    assert "23" in done.stdout and not done.stdout.startswith("ANSWER"), done.stdout
+
+
 def test_embeddings(client):
     texts = ["The cat sat on the mat.", "A kitten rested on the rug.", "Quarterly tax filing deadlines."]
     result = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # base64 on the wire
@@ -239,6 +282,21 @@ def test_the_os_answers_with_its_calculator(served, client):
     assert [(c.device, c.ok) for c in calls] == [("calculator", True)]
     assert "7006652" in reply.choices[0].message.content.replace(",", "")
     assert reply.usage.completion_tokens > 0
+    [record] = reply.choices[0].message.model_extra["llmos_syscalls"]  # the OS's own system-call record
+    assert (record["device"], record["ok"], record["trusted"]) == ("calculator", True, True)
+    assert "7006652" in record["result"].replace(",", "")
+
+
+def test_the_os_streams_its_system_calls_before_the_answer(client):
+    stream = client.chat.completions.create(
+        model=OS_MODEL, messages=[{"role": "user", "content": "What is 4321 * 8765?"}], stream=True)
+    deltas = [c.choices[0].delta for c in stream if c.choices]
+    calls = [i for i, d in enumerate(deltas) if (d.model_extra or {}).get("llmos_syscall")]
+    assert len(calls) == 1
+    record = deltas[calls[0]].model_extra["llmos_syscall"]
+    assert record["device"] == "calculator" and record["ok"] and "37873565" in record["result"].replace(",", "")
+    answer = "".join(d.content or "" for d in deltas[calls[0] + 1:])
+    assert "37873565" in answer.replace(",", "")
 
 
 def test_raw_completions_plain_and_streamed(client, model):
@@ -250,6 +308,24 @@ def test_raw_completions_plain_and_streamed(client, model):
                        client.completions.create(model=model, prompt=prompt, max_tokens=24, temperature=0, stream=True)
                        if c.choices)
     assert streamed == plain.choices[0].text
+
+
+def test_what_llmos_remote_backend_reads_is_served(served, client, model):
+    kernel, server = served
+    listed = {m.id: m for m in client.models.list()}
+    assert listed[model].model_extra["max_model_len"] == kernel.backend.n_ctx
+    root = server.url.removesuffix("/v1")
+    tokens = httpx.post(root + "/tokenize", json={"content": "hello world"}, headers={"authorization": f"Bearer {KEY}"})
+    assert tokens.status_code == 200 and tokens.json()["tokens"] == kernel.backend.tokenize("hello world")
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+              "required": ["name", "age"]}
+    reply = client.completions.create(
+        model=model, max_tokens=60, temperature=0, extra_body={"json_schema": schema},
+        prompt="<|im_start|>user\nA fictional person as JSON.<|im_end|>\n<|im_start|>assistant\n")
+    assert set(json.loads(reply.choices[0].text)) == {"name", "age"}
+    bad = _post(served, "/completions", json.dumps({"model": model, "prompt": "x", "json_schema": {
+        "type": "object", "properties": {"essay": {"type": "string", "minLength": 100000}}}}).encode())
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "json_schema"
 
 
 def test_requests_are_api_processes_removed_when_done(served, client, model):
@@ -351,3 +427,12 @@ def test_the_cli_refuses_a_public_bind_without_a_key(capsys):
     assert main(["serve", "--host", "0.0.0.0", "--port", "0"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "without an API key" in err[0]
+
+
+def test_the_cli_takes_its_address_from_the_config(capsys, monkeypatch):
+    from llmos.app.cli import main
+
+    monkeypatch.setenv("LLMOS_SERVE_HOST", "0.0.0.0")
+    monkeypatch.delenv("LLMOS_SERVE_API_KEY", raising=False)
+    assert main(["serve", "--port", "0"]) == 1
+    assert "refusing to serve on 0.0.0.0" in capsys.readouterr().err

@@ -120,3 +120,20 @@ def test_a_description_cannot_close_the_function_list_or_open_a_turn():
     functions, _ = tools.parse_tools({"tools": [hostile]})
     line = tools.listing(functions)
     assert "</functions>" not in line and "<|im_start|>" not in line and "\n" not in line
+
+
+@pytest.mark.parametrize("text", [" It is 23 degrees.", " ANSWER: It is 23 degrees.", "ANSWER:\n It is 23.", " A",
+                                  " ANSWER:", " ANother answer", " The ANSWER: is 4"])
+def test_an_answer_streams_without_its_opening_and_joins_into_the_plain_one(text):
+    from llmos.app.server.tools import AnswerPieces, answer_text
+
+    assert not answer_text(text).startswith("ANSWER:")
+    for size in (1, 2, 3, 7, len(text)):
+        seen: list[str] = []
+        pieces = AnswerPieces(seen.append)
+        for i in range(0, len(text), size):
+            pieces(text[i:i + size])
+        pieces.flush()
+        assert "".join(seen) == answer_text(text) and all(seen)
+    assert answer_text(" ANSWER: It is 23 degrees.") == "It is 23 degrees."
+    assert answer_text(" The ANSWER: is 4") == "The ANSWER: is 4"

@@ -5,6 +5,7 @@ Fast (pytest-qt, offscreen); the same behaviours on the real model are in test_w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -468,6 +469,62 @@ def test_voice_settings_are_saved_and_the_next_voice_mode_uses_them(qtbot, shell
         "hey computer", "base", 0.8, 150)
     options = voice_options(window.config)  # what the next voice mode is built from
     assert options.wake_phrase == "hey computer" and options.vad.end_silence_s == 0.8
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_settings_serve_the_windows_kernel_to_other_programs(qtbot, shell: Shell, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    import httpx
+    import openai
+
+    monkeypatch.setenv("LLMOS_CONFIG", str(tmp_path / "config.toml"))
+
+    def factory(config: Config) -> Kernel:
+        return Kernel(ScriptedBackend(responder=lambda prompt: "from the new kernel"), DeviceRegistry())
+
+    window = shell.open(ScriptedBackend(responder=lambda prompt: "from the window's kernel"), config=Config(),
+                        kernel_factory=factory)
+    qtbot.waitUntil(lambda: window.pid is not None, timeout=10000)
+    assert window.server.url is None and not window.serve_label.isVisible()
+    dialog = window.show_settings()
+    dialog.serve_host.setText("0.0.0.0")  # a public address without a key is refused, nothing saved
+    dialog.serve_enabled.setChecked(True)
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert dialog.isVisible() and "without an API key" in dialog.error.text()
+    port = _free_port()
+    dialog.serve_host.setText("127.0.0.1")
+    dialog.serve_port.setValue(port)
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible()
+    url = f"http://127.0.0.1:{port}/v1"
+    assert window.server.url == url and window.serve_label.isVisible() and url in window.serve_label.text()
+    assert load_config(tmp_path / "config.toml", env={}).serve_enabled
+
+    created: list[events.ProcessCreated] = []
+    window.kernel.bus.subscribe(lambda e: created.append(e) if isinstance(e, events.ProcessCreated) else None)
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=30)
+    ask = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.chat.completions.create(**ask).choices[0].message.content == "from the window's kernel"
+    assert [(e.name.split()[0], e.priority) for e in created] == [("api", "api")]  # a process of the window's kernel
+
+    old = window.kernel  # a model switch moves the server to the new kernel
+    window.switch_kernel(dataclasses.replace(window.config, n_ctx=4096))
+    qtbot.waitUntil(lambda: window.kernel is not old and window.server.url == url, timeout=20000)
+    assert client.chat.completions.create(**ask).choices[0].message.content == "from the new kernel"
+
+    dialog = window.show_settings()
+    dialog.serve_enabled.setChecked(False)
+    qtbot.mouseClick(dialog.save_button, Qt.MouseButton.LeftButton)
+    assert window.server.url is None and not window.serve_label.isVisible()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "/models", timeout=5)
 
 
 def test_toml_writer_round_trips_the_config() -> None:

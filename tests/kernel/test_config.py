@@ -40,3 +40,17 @@ def test_voice_keys_are_checked(tmp_path: Path):
         load_config(none, env={"LLMOS_TTS_RATE_WPM": "5"})
     config = load_config(none, env={"LLMOS_STT_MODEL": "base", "LLMOS_VOICE_WAKE_PHRASE": "hey computer"})
     assert config.stt_model == "base" and config.voice_wake_phrase == "hey computer"
+
+
+def test_serve_keys_read_booleans_and_check_ports(tmp_path: Path):
+    path = tmp_path / "config.toml"
+    path.write_text("serve_enabled = true\nserve_port = 9000\n")
+    config = load_config(path, env={})
+    assert config.serve_enabled is True and config.serve_port == 9000 and config.serve_host == "127.0.0.1"
+    assert load_config(path, env={"LLMOS_SERVE_ENABLED": "off"}).serve_enabled is False
+    for env in ({"LLMOS_SERVE_ENABLED": "maybe"}, {"LLMOS_SERVE_PORT": "0"}, {"LLMOS_SERVE_MAX_WAITING": "-1"}):
+        with pytest.raises(ConfigError, match="serve_"):
+            load_config(path, env=env)
+    path.write_text('serve_port = true\n')
+    with pytest.raises(ConfigError, match="serve_port"):
+        load_config(path, env={})

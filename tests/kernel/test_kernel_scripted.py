@@ -35,6 +35,7 @@ def recorder():
             seen.append(event)
 
     observe.seen = seen  # type: ignore[attr-defined]
+    observe.lock = lock  # type: ignore[attr-defined]
     return observe
 
 
@@ -186,6 +187,31 @@ def test_voice_preempts_chat_at_a_slice_boundary(recorder):
     assert chat_tokens[0] < voice_done < chat_tokens[-1]  # in the middle of the chat reply
     preempted = [e for e in recorder.seen if isinstance(e, events.ProcessStateChanged) and e.reason == "preempted"]
     assert preempted and preempted[0].pid == chat_result.pid
+
+
+def test_a_turn_of_higher_priority_does_not_wait_out_the_slice(recorder):
+    # the running slice ends at the next token once a higher priority is ready, not after 64
+    words = " ".join(f"c{i}" for i in range(300))
+    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"])
+    kernel = start(backend, slice_tokens=64)
+    kernel.bus.subscribe(recorder)
+    chat_pid, voice_pid = kernel.spawn("chat", Priority.CHAT), kernel.spawn("voice", Priority.VOICE)
+    pause = PauseAtToken(chat_pid, n=2)
+    kernel.bus.subscribe(pause)
+    chat = kernel.submit(chat_pid, "long")
+    assert pause.reached.wait(5)
+    with recorder.lock:
+        submitted = len(recorder.seen)
+    voice = kernel.submit(voice_pid, "short")
+    pause.resume.set()
+    assert voice.result(10).answer == "voice reply"
+    chat.result(10)
+    kernel.shutdown()
+    seen = recorder.seen
+    running = next(i for i, e in enumerate(seen) if isinstance(e, events.ProcessStateChanged)
+                   and e.pid == voice_pid and e.new == "running")
+    late = [e for e in seen[submitted:running] if isinstance(e, events.Token) and e.pid == chat_pid]
+    assert len(late) <= 2, f"the chat made {len(late)} more tokens before the voice turn ran"
 
 
 def test_round_robin_between_equal_priorities():

@@ -259,6 +259,17 @@ def test_a_json_schema_is_sent_as_a_grammar(fake: FakeServer) -> None:
     assert "json_schema" not in body  # older llama-servers refuse both
 
 
+def test_llmos_serve_gets_the_schema_as_json_schema(fake: FakeServer) -> None:
+    listed = {"object": "list", "data": [{"id": "qwen", "object": "model", "owned_by": "llmos", "max_model_len": 4096}]}
+    fake.routes[("GET", "/v1/models")] = lambda body: (200, "application/json", json.dumps(listed).encode())
+    fake.stream(sse(chunk('{"name": "Al", "age": 3}', "stop"), "[DONE]"))
+    backend = loaded(fake)
+    assert backend.n_ctx == 4096
+    read_all(backend.open(1, "P", SamplingParams(), json_schema=PERSON_SCHEMA))
+    (body,) = fake.completions()
+    assert body["json_schema"] == PERSON_SCHEMA and "grammar" not in body
+
+
 def test_a_stream_cut_short_continues_with_a_new_request(fake: FakeServer) -> None:
     fake.stream(
         sse(chunk("Hel"), chunk("lo"), "[DONE]"),  # no finish reason: cut short
@@ -385,27 +396,33 @@ def test_close_lets_go_of_the_live_response(fake: FakeServer) -> None:
 # --- a real server: llama_cpp.server on the embedded model ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["llama_cpp.server", "llmos serve"])
+def server_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real OpenAI-compatible server on the embedded model, in its own process: llama-cpp-python's,
+    and llmos's own (``llmos serve``, as another machine would run it: the scale-out path)."""
     from llmos.kernel.model_file import default_model_path
 
     model = default_model_path()
     if not model.is_file():
         pytest.fail(f"the embedded model is missing at {model}: run `make test` (it installs it)")
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
+    folder = tmp_path_factory.mktemp("server")
+    log_path = folder / "server.log"
+    if request.param == "llama_cpp.server":
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                   "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"]
+    else:
+        command = [sys.executable, "-m", "llmos.app.cli", "--data-dir", str(folder / "data"), "serve",
+                   "--port", str(port)]
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
+        limit = 120 if request.param == "llama_cpp.server" else 900  # llmos calibrates its decisions first
+        deadline = time.monotonic() + limit
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{_tail(log_path)}")
+                pytest.fail(f"{request.param} exited with {proc.returncode}:\n{_tail(log_path)}")
             try:
                 with urllib.request.urlopen(f"{url}/models", timeout=2) as resp:
                     if resp.status == 200:
@@ -413,7 +430,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"llama_cpp.server did not answer within 120 s:\n{_tail(log_path)}")
+                pytest.fail(f"{request.param} did not answer within {limit} s:\n{_tail(log_path)}")
             time.sleep(0.5)
         yield url
     finally:
@@ -439,7 +456,9 @@ def remote(server_url: str) -> Iterator[OpenAIBackend]:
 
 @pytest.mark.model
 def test_real_load_finds_the_model(remote: OpenAIBackend, server_url: str) -> None:
-    assert remote.model_id.endswith(".gguf")
+    from llmos.kernel.model_file import default_model_path
+
+    assert remote.model_id in (str(default_model_path()), default_model_path().stem)  # the file, or its name
     assert remote.model == f"{server_url} {remote.model_id}"
     tokens = remote.tokenize("hello world")
     assert len(tokens) == 2 and all(isinstance(t, int) and t > 255 for t in tokens)  # the model's own ids
