@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from llmos.kernel.backends import make_backend
 from llmos.kernel.config import Config
 from llmos.kernel.loop import Kernel
+from llmos.kernel.prose import Prose
 from llmos.kernel.registry import DeviceRegistry
 from llmos.kernel.syscalls.dispatch import AskPermission, Consent, GrantPolicy
 from llmos.kernel.turn import TurnOptions
@@ -20,7 +22,8 @@ def turn_options(config: Config) -> TurnOptions:
         slice_tokens=config.slice_tokens,
         max_rounds=config.max_rounds,
         decision_threshold=config.decision_threshold,
-        temperature=config.temperature,
+        prose=replace(Prose(), temperature=config.temperature, repeat_penalty=config.repeat_penalty,
+                      dry_multiplier=config.dry_multiplier),
         max_answer_tokens=config.max_answer_tokens,
     )
 

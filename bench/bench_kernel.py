@@ -31,6 +31,7 @@ from llmos.kernel.backends.base import SamplingParams
 from llmos.kernel.backends.llamacpp import LlamaCppBackend
 from llmos.kernel.process import Message
 from llmos.kernel.prompt import ANSWER_PREFIX, render
+from llmos.kernel.prose import Prose
 from llmos.kernel.turn import TurnOptions, boot_messages
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ def generation_ratio(ctx: "BenchContext") -> dict[str, Any]:
     # max_rounds=0: the turn answers at once, without the device decision (it comes before the first
     # answer token, so it would not be timed anyway); the figure then does not depend on how the
     # decision threshold is calibrated. The answer runs through the kernel's slices as usual.
-    options = TurnOptions(max_answer_tokens=GENERATION_TOKENS, temperature=0.0, max_rounds=0)
+    options = TurnOptions(max_answer_tokens=GENERATION_TOKENS, prose=Prose.greedy(), max_rounds=0)
     kernel_reported: list[float] = []
     tokens: dict[str, list[int]] = {"raw": [], "kernel": [], "stream": []}
     texts: dict[str, str] = {}
@@ -381,7 +382,7 @@ class TurnFigures:
 def conversation(ctx: "BenchContext", turns: Sequence[str]) -> list[TurnFigures]:
     """One kernel process, one turn after another; figures of every turn."""
     recorder = StreamRecorder(ctx.backend())
-    options = TurnOptions(max_answer_tokens=TTFT_ANSWER_TOKENS, temperature=0.0)
+    options = TurnOptions(max_answer_tokens=TTFT_ANSWER_TOKENS, prose=Prose.greedy())
     figures: list[TurnFigures] = []
     with ctx.kernel(options, backend=recorder) as kernel:
         pid = kernel.spawn("bench-chat")

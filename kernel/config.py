@@ -16,6 +16,7 @@ from typing import Any
 
 import platformdirs
 
+from .prose import Prose
 from .syscalls.decide import DEFAULT_THRESHOLD
 
 
@@ -38,7 +39,12 @@ class Config:
     slice_tokens: int = field(default=32, metadata={"help": "time slice of the scheduler, in tokens"})
     max_rounds: int = field(default=4, metadata={"help": "most system calls in one turn"})
     decision_threshold: float = field(default=DEFAULT_THRESHOLD, metadata={"help": "nats by which CALL must beat ANSWER"})
-    temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
+    temperature: float = field(default=Prose().temperature, metadata={
+        "help": "answers' sampling temperature (0 = greedy); calls are always greedy"})
+    repeat_penalty: float = field(default=Prose().repeat_penalty, metadata={
+        "help": "answers' repetition penalty over their last 64 tokens (1.0 = off)"})
+    dry_multiplier: float = field(default=Prose().dry_multiplier, metadata={
+        "help": "answers' DRY penalty on repeated sequences (0 = off)"})
     max_answer_tokens: int = field(default=512, metadata={"help": "longest answer, in tokens"})
     data_dir: str = field(default="", metadata={"help": "journal, stores and snapshots; empty = the user data directory"})
     grants: list[str] = field(default_factory=list, metadata={"help": "permissions granted to devices"})
@@ -143,6 +149,9 @@ def load_config(
         raise ConfigError(f"config key 'document_embedder': {config.document_embedder!r} is not static or minilm")
     if config.n_ctx < 512 or config.slice_tokens < 1 or config.max_rounds < 0:
         raise ConfigError("config: n_ctx must be >= 512, slice_tokens >= 1, max_rounds >= 0")
+    if not (0.0 <= config.temperature <= 2.0 and 1.0 <= config.repeat_penalty <= 2.0
+            and 0.0 <= config.dry_multiplier <= 5.0):
+        raise ConfigError("config: temperature must be 0 to 2, repeat_penalty 1 to 2, dry_multiplier 0 to 5")
     if config.stt_model not in STT_MODELS:
         raise ConfigError(f"config key 'stt_model': {config.stt_model!r} is not one of {', '.join(STT_MODELS)}")
     if not 0.2 <= config.vad_end_silence_s <= 5.0:

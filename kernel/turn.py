@@ -11,13 +11,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import events
 from .backends.base import Backend, SamplingParams
 from .process import Message, Process, Task, TurnResult, WaitFor, Yield
+from .prose import Prose
 from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_message
 from .devices import Untrusted
 from .flow import Provenance
@@ -42,7 +43,7 @@ class TurnOptions:
     slice_tokens: int = 32
     max_rounds: int = 4
     decision_threshold: float = DEFAULT_THRESHOLD
-    temperature: float = 0.0
+    prose: Prose = field(default_factory=Prose)  # how answers are sampled; calls stay greedy
     max_answer_tokens: int = 512
     max_call_tokens: int = 200
     ram_tokens: int = 0  # the context window's budget; 0 = the model's context less room to answer
@@ -187,9 +188,14 @@ def make_calibration(registry: DeviceRegistry, store: Path | None = None) -> Cal
 def _generate(
     svc: TurnServices, proc: Process, prompt: str, *, max_tokens: int, schema: dict[str, Any] | None = None,
     on_piece: Callable[[str], None] | None = None, stop: tuple[str, ...] = ("<|im_end|>",), purpose: str = "",
+    prose: bool = False,
 ) -> Task:
-    """Generate after ``prompt``, one slice per step; returns (text, tokens generated)."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=svc.options.temperature, stop=stop, purpose=purpose)
+    """Generate after ``prompt``, one slice per step; returns (text, tokens generated). ``prose``:
+    an answer, sampled as ``TurnOptions.prose`` says; else greedy (a call's arguments)."""
+    if prose:
+        params = svc.options.prose.params(max_tokens, stop, purpose)
+    else:
+        params = SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop, purpose=purpose)
     text, stats = yield from generate(svc, proc, prompt, params, schema=schema, on_piece=on_piece)
     return text, stats.generated_tokens
 
@@ -342,7 +348,8 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                     parsed = ParsedCall(chosen, arguments, error)
         elif may_call:
             # A backend that cannot score: let the model write freely and read what it wrote.
-            raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens)
+            raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens,
+                                                         prose=True)
             reply = parse_reply(raw)
             if isinstance(reply, str):
                 claim = _claim_check(svc, proc, first, user_text)(reply) if opts.check_claims else None
@@ -421,7 +428,7 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
     prompt = f"{render([m for m in proc.messages if not any(m is u for u in unseen)])}{ANSWER_PREFIX}"
     if not svc.options.check_claims:
         text, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
-                                               on_piece=on_piece)
+                                               on_piece=on_piece, prose=True)
         return text.strip(), None
     gate = Gate(_claim_check(svc, proc, first, request))
 
@@ -434,7 +441,7 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
 
     try:
         _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
-                                            on_piece=piece)
+                                            on_piece=piece, prose=True)
     except _ClaimFound:
         pass
     rest = gate.flush()

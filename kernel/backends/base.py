@@ -27,6 +27,16 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int = 0
     purpose: str = ""  # what the text is for, e.g. "calculator.evaluate's arguments" (breadcrumbs)
+    min_p: float = 0.05  # with a temperature: drop tokens under this share of the best one's probability
+    # Against loops, over the tokens this stream generates (never the prompt, so a device result
+    # is still copied freely): a repetition penalty over the last ``repeat_last_n`` tokens
+    # (1.0 = off), and DRY, which penalises extending a sequence that already occurred, more the
+    # longer the repeat beyond ``dry_allowed_length`` tokens (multiplier 0 = off).
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
 
 
 @dataclass(frozen=True)

@@ -319,6 +319,36 @@ class LlamaCppBackend:
         return scores
 
 
+DRY_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's defaults: a repeat does not run across these
+DRY_LAST_N = 4096  # DRY looks this far back over what the stream generated
+
+
+def sampler_chain(llm: Any, params: SamplingParams, grammar: Any) -> Any:
+    """llama.cpp's sampler chain for ``params``: the anti-loop penalties (only when asked for,
+    on generated tokens: llama_sampler_sample accepts each sampled token, the prompt is never fed
+    in), the grammar, then greedy at temperature 0, else top-k, top-p, min-p, the temperature and
+    a seeded draw (the request's own seed, else the model's)."""
+    from llama_cpp import _internals
+
+    chain = _internals.LlamaSampler()
+    if params.repeat_penalty != 1.0:
+        chain.add_penalties(llm.n_vocab(), params.repeat_last_n, params.repeat_penalty, 0.0, 0.0)
+    if params.dry_multiplier > 0.0:
+        chain.add_dry(llm._model, params.dry_multiplier, params.dry_base, params.dry_allowed_length, DRY_LAST_N,
+                      list(DRY_BREAKERS))
+    if grammar is not None:
+        chain.add_grammar(llm._model, grammar)
+    if params.temperature <= 0.0:
+        chain.add_greedy()
+    else:
+        chain.add_top_k(params.top_k)
+        chain.add_top_p(params.top_p, 1)
+        chain.add_min_p(params.min_p, 1)
+        chain.add_temp(params.temperature)
+        chain.add_dist(params.seed or llm._seed)
+    return chain
+
+
 class LocalStream:
     def __init__(self, backend: LlamaCppBackend, pid: int, prompt_tokens: list[int],
                  params: SamplingParams, grammar: Any) -> None:
@@ -327,16 +357,7 @@ class LocalStream:
         self.params = params
         self.tokens = list(prompt_tokens)
         self.stats = StreamStats(prompt_tokens=len(prompt_tokens))
-        llm = backend.llm
-        kept_seed = llm._seed  # a request's own seed seeds its sampler only
-        if params.seed:
-            llm.set_seed(params.seed)
-        try:
-            self._sampler = llm._init_sampler(
-                temp=params.temperature, top_k=params.top_k, top_p=params.top_p, min_p=0.05, grammar=grammar
-            )
-        finally:
-            llm.set_seed(kept_seed)
+        self._sampler = sampler_chain(backend.llm, params, grammar)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""  # all text generated so far
         self._emitted = 0  # how much of _text has been handed out
