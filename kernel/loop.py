@@ -19,6 +19,7 @@ from pathlib import Path
 import threading
 import time
 from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -317,64 +318,78 @@ class Kernel:
                 return
 
     def _handle(self, request: Any) -> None:
-        if isinstance(request, _Spawn):
-            proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history],
-                                    request.conversation)
-            proc.pinned = len(self._boot)
-            # a resumed conversation that read untrusted content is as tainted as before the restart
-            proc.tainted = any(not m.trusted for m in request.history)
-            self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
-                                                proc.conversation, resumed=request.conversation is not None))
-            self._set_state(proc, ProcessState.IDLE, "spawned")
-            self._snapshot_ram(proc)
-            request.future.set_result(proc.pid)
-        elif isinstance(request, _Submit):
-            try:
-                proc = self.table.get(request.pid)
-            except LookupError as exc:
-                request.turn.future.set_exception(TurnError(str(exc)))
-                return
-            if proc.state in (ProcessState.DONE, ProcessState.FAILED) and proc.task is None:
-                request.turn.future.set_exception(TurnError(f"process {proc.pid} has ended"))
-                return
-            if self.load_error is not None:
-                request.turn.future.set_exception(TurnError(f"the model is not available: {self.load_error}"))
-                return
-            proc.turns.append(request.turn)
-            self._start_next_turn(proc)
-        elif isinstance(request, _DeviceAnswered):
-            pass  # phase 2 of this step collects the answer
-        elif isinstance(request, _Stop):
-            proc = self._lookup(request.pid)
-            if proc is not None and proc.task is not None:
-                proc.stop_requested = True
-        elif isinstance(request, _Renice):
-            proc = self._lookup(request.pid)
-            if proc is not None and proc.priority is not request.priority:
-                old, proc.priority = proc.priority, request.priority
-                self.bus.emit(events.PriorityChanged(proc.pid, old.name.lower(), request.priority.name.lower()))
-        elif isinstance(request, _Kill):
-            proc = self._lookup(request.pid)
-            if proc is not None:
-                proc.stop_requested = True
-                proc.reap = proc.reap or request.reap
-                for turn in proc.turns[1:]:
-                    turn.future.set_exception(TurnError(f"process {proc.pid} was killed"))
-                del proc.turns[1:]
-                if proc.task is None:
-                    self._end(proc)
-                else:
-                    proc.kill_requested = True  # the task ends at its next step; then the process
+        self._HANDLERS[type(request)](self, request)
 
-        elif isinstance(request, _InspectRam):
-            proc = self._lookup(request.pid)
-            if proc is None:
-                request.future.set_exception(LookupError(f"no process {request.pid}"))
-            else:
-                try:
-                    request.future.set_result(ram_report(self._svc, proc))
-                except Exception as exc:  # a backend that cannot tokenize now: the caller hears why
-                    request.future.set_exception(exc)
+    def _on_spawn(self, request: _Spawn) -> None:
+        proc = self.table.spawn(request.name, request.priority, [*self._boot, *request.history],
+                                request.conversation)
+        proc.pinned = len(self._boot)
+        # a resumed conversation that read untrusted content is as tainted as before the restart
+        proc.tainted = any(not m.trusted for m in request.history)
+        self.bus.emit(events.ProcessCreated(proc.pid, proc.name, proc.priority.name.lower(),
+                                            proc.conversation, resumed=request.conversation is not None))
+        self._set_state(proc, ProcessState.IDLE, "spawned")
+        self._snapshot_ram(proc)
+        request.future.set_result(proc.pid)
+
+    def _on_submit(self, request: _Submit) -> None:
+        try:
+            proc = self.table.get(request.pid)
+        except LookupError as exc:
+            request.turn.future.set_exception(TurnError(str(exc)))
+            return
+        if proc.state is ProcessState.DONE and proc.task is None:
+            request.turn.future.set_exception(TurnError(f"process {proc.pid} has ended"))
+            return
+        if self.load_error is not None:
+            request.turn.future.set_exception(TurnError(f"the model is not available: {self.load_error}"))
+            return
+        proc.turns.append(request.turn)
+        self._start_next_turn(proc)
+
+    def _on_device_answered(self, request: _DeviceAnswered) -> None:
+        pass  # it woke the loop; phase 2 of this step collects the answer
+
+    def _on_stop(self, request: _Stop) -> None:
+        proc = self._lookup(request.pid)
+        if proc is not None and proc.task is not None:
+            proc.stop_requested = True
+
+    def _on_renice(self, request: _Renice) -> None:
+        proc = self._lookup(request.pid)
+        if proc is not None and proc.priority is not request.priority:
+            old, proc.priority = proc.priority, request.priority
+            self.bus.emit(events.PriorityChanged(proc.pid, old.name.lower(), request.priority.name.lower()))
+
+    def _on_kill(self, request: _Kill) -> None:
+        proc = self._lookup(request.pid)
+        if proc is None:
+            return
+        proc.stop_requested = True
+        proc.reap = proc.reap or request.reap
+        for turn in proc.turns[1:]:
+            turn.future.set_exception(TurnError(f"process {proc.pid} was killed"))
+        del proc.turns[1:]
+        if proc.task is None:
+            self._end(proc)
+        else:
+            proc.kill_requested = True  # the task ends at its next step; then the process
+
+    def _on_inspect_ram(self, request: _InspectRam) -> None:
+        proc = self._lookup(request.pid)
+        if proc is None:
+            request.future.set_exception(LookupError(f"no process {request.pid}"))
+            return
+        try:
+            request.future.set_result(ram_report(self._svc, proc))
+        except Exception as exc:  # a backend that cannot tokenize now: the caller hears why
+            request.future.set_exception(exc)
+
+    # one handler per request type, run on the kernel thread (``_take_requests``)
+    _HANDLERS: dict[type, Callable[["Kernel", Any], None]] = {
+        _Spawn: _on_spawn, _Submit: _on_submit, _DeviceAnswered: _on_device_answered, _Stop: _on_stop,
+        _Renice: _on_renice, _Kill: _on_kill, _InspectRam: _on_inspect_ram,
+    }
 
     def _lookup(self, pid: int) -> Process | None:
         try:

@@ -19,7 +19,6 @@ class ProcessState(Enum):
     WAITING = "waiting"  # waits for a device call
     IDLE = "idle"  # between turns: waits for the user
     DONE = "done"  # ended
-    FAILED = "failed"  # ended by an error (the kernel goes on)
 
 
 class Priority(IntEnum):

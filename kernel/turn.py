@@ -471,6 +471,7 @@ def _syscall(svc: TurnServices, proc: Process, parsed: ParsedCall, call_id: int)
                                                      if proc.tainted else None))
         if result is None:  # the turn was stopped while the device worked
             result = SyscallResult(device, call, arguments, ok=False, error="stopped by the user")
+        proc.contacted.update(result.contacted)  # here, on the kernel thread
     svc.emit(events.SyscallFinished(
         proc.pid, call_id, result.device, result.call, result.arguments, result.value,
         result.ok, result.seconds, result.trusted, result.error,

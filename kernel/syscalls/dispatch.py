@@ -48,6 +48,9 @@ class SyscallResult:
     # the call's arguments were refused (invalid, or the device's own refusal): the same call
     # with other arguments may succeed, so the kernel lets the model try again (kernel/turn.py)
     correctable: bool = False
+    # the network destinations (host:port) the call was allowed to reach and started on, for the
+    # caller to add to its process's set (the kernel does it on its own thread: kernel/turn.py)
+    contacted: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -327,7 +330,8 @@ class Dispatcher:
 
         ``tainted``: the calling process has read untrusted content, so a call with side effects,
         or one that contacts a place not in ``contacted`` (the process's set of ``host:port``
-        destinations, updated here), runs only if the user consents to it; with no way to ask,
+        destinations, read here; the result's ``contacted`` says what to add to it), runs only if
+        the user consents to it; with no way to ask,
         the answer is no. ``provenance`` (the labelled conversation, :mod:`llmos.kernel.flow`)
         adds the flow rule: a network call whose arguments carry words the untrusted content did
         not contain needs consent too, even to a place already contacted. ``pid`` and
@@ -355,7 +359,7 @@ class Dispatcher:
                 executor = self._executors[device.name] = DeviceExecutor(device.name)
         future.add_done_callback(lambda _: self._forget(pending))
         self._watchdog.watch(context, pending.timed_out)
-        executor.submit(lambda: Context().run(self._run, pending, contacted))
+        executor.submit(lambda: Context().run(self._run, pending))
         return future
 
     def cancel(self, future: "Future[SyscallResult]", reason: str = "stopped by the user") -> None:
@@ -384,8 +388,12 @@ class Dispatcher:
 
     def call_blocking(self, qualified: str, arguments: Any, *, tainted: bool = False,
                       contacted: set[str] | None = None, provenance: Provenance | None = None) -> SyscallResult:
-        """Call and wait (for `llmos devices call` and tests): same checks, same timeout."""
-        return self.submit(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance).result()
+        """Call and wait (for `llmos devices call` and tests): same checks, same timeout;
+        ``contacted`` gets the destinations the call reached, on the caller's thread."""
+        result = self.submit(qualified, arguments, tainted=tainted, contacted=contacted, provenance=provenance).result()
+        if contacted is not None:
+            contacted.update(result.contacted)
+        return result
 
     def _consented(self, request: ConsentRequest) -> bool:
         try:
@@ -413,7 +421,7 @@ class Dispatcher:
                         f"because {plan.consent.reason}; the user did not allow this call")
         return None
 
-    def _run(self, pending: "_Pending", contacted: set[str] | None = None) -> None:
+    def _run(self, pending: "_Pending") -> None:
         """On the device's worker thread (in a fresh contextvars context): ask, then call."""
         plan, context = pending.plan, pending.context
         device, call, args = plan.device, plan.call, plan.arguments
@@ -428,9 +436,8 @@ class Dispatcher:
                 return  # the answer came after the call had timed out
             context.deadline = time.monotonic() + call.timeout_s  # earlier than the one watched:
             self._watchdog.watch(context, pending.timed_out)  # watched again (the old entry finds it done)
-        if contacted is not None:
-            contacted.update(plan.destinations)
-        result = SyscallResult(device.name, call.name, args, ok=True)
+        pending.ran = True  # from here its destinations count as reached, whatever the answer
+        result = SyscallResult(device.name, call.name, args, ok=True, contacted=plan.destinations)
         start = time.monotonic()
         enter_call(context)  # devices.current_call() and devices.caller() read it
         if call.context_parameter is not None:
@@ -464,10 +471,11 @@ class _Pending:
     context: CallContext
     future: "Future[SyscallResult]"
     started: float = field(default_factory=time.monotonic)
+    ran: bool = False  # the device function was entered (a timeout after it may have reached its places)
 
     def failed(self, error: str, seconds: float = 0.0) -> SyscallResult:
         return SyscallResult(self.plan.device.name, self.plan.call.name, self.plan.arguments, ok=False,
-                             error=error, seconds=seconds)
+                             error=error, seconds=seconds, contacted=self.plan.destinations if self.ran else ())
 
     def answer(self, result: SyscallResult) -> None:
         """The device's answer, dropped when the call was cancelled first."""

@@ -333,6 +333,41 @@ def test_a_hostile_page_in_the_kernel_cannot_reach_a_new_host_without_consent():
     assert fetched == ["http://good.example/page"] and asked[0].destinations == ("evil.example:80",)
 
 
+def test_the_places_a_call_reached_are_recorded_on_the_kernel_thread():
+    from llmos.kernel.backends.scripted import ScriptedBackend
+    from llmos.kernel.loop import Kernel
+
+    class Recording(set):
+        threads: list[str] = []
+
+        def update(self, *others):
+            self.threads.append(threading.current_thread().name)
+            super().update(*others)
+
+        def add(self, item):
+            self.threads.append(threading.current_thread().name)
+            super().add(item)
+
+    net, fetched = _network_pair()
+    registry = DeviceRegistry()
+    registry.register(net)
+    asked = []
+    backend = ScriptedBackend(['CALL net.fetch {"url": "http://good.example/page"}',
+                               'CALL net.fetch {"url": "http://good.example/steal"}', "ANSWER: done"])
+    kernel = Kernel(backend, registry, policy=GrantPolicy(grant_all=True),
+                    consent=lambda req: asked.append(req) or False).start()
+    pid = kernel.spawn("chat")
+    kernel.table.get(pid).contacted = Recording()
+    result = kernel.submit(pid, "read http://good.example/page").result(10)
+    contacted = kernel.table.get(pid).contacted
+    kernel.shutdown()
+    # the page made the process tainted; the second fetch (words the page holds) goes to a place
+    # already reached, so it needs no consent
+    assert [s["ok"] for s in result.syscalls] == [True, True] and asked == []
+    assert contacted == {"good.example:80"} and fetched == ["http://good.example/page", "http://good.example/steal"]
+    assert Recording.threads and set(Recording.threads) == {"llmos-kernel"}
+
+
 def test_side_effects_are_per_call_once_a_device_marks_any_and_every_call_otherwise():
     marked = Device("pics", permissions=["files.read", "files.write"])
 
