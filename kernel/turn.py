@@ -31,7 +31,7 @@ from .syscalls.decide import DECISION_PID, DEFAULT_THRESHOLD, Calibration, Decis
 from .syscalls.dispatch import Dispatcher, SyscallResult
 from .syscalls.grammar import GrammarError
 from .syscalls.protocol import (
-    NULL_REQUESTS, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
+    NULL_REQUESTS, FreeReply, ParsedCall, example_messages, grammar_schema, parse_arguments, parse_reply,
 )
 
 
@@ -347,19 +347,25 @@ def run_turn(svc: TurnServices, proc: Process, user_text: str) -> Task:
                     arguments, error = parse_arguments(raw)
                     parsed = ParsedCall(chosen, arguments, error)
         elif may_call:
-            # A backend that cannot score: let the model write freely and read what it wrote.
-            raw, answer_tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=opts.max_answer_tokens,
-                                                         prose=True)
-            reply = parse_reply(raw)
-            if isinstance(reply, str):
-                claim = _claim_check(svc, proc, first, user_text)(reply) if opts.check_claims else None
+            # A backend that cannot score: let the model write freely, stream an answer as it comes,
+            # and read a call once it is written.
+            reader = FreeReply()
+            check = _claim_check(svc, proc, first, user_text) if opts.check_claims else None
+            reply, claim = yield from _stream_answer(svc, proc, prompt, check, on_answer_piece, answer_tokens,
+                                                     reader)
+            read = parse_reply(reply) if reader.calling else reply
+            if isinstance(read, str):
+                if reader.calling:  # "CALL" and no call name after it: what it wrote is the answer
+                    claim = check(read) if check is not None else None
+                    reply = read[:claim.start].strip() if claim is not None else read
+                    on_answer_piece(reply)
                 if claim is not None:  # this backend cannot be made to call: say it did not happen
-                    reply = f"{reply[:claim.start].strip()} {not_done(claim)}".strip()
-                clock.tick()
-                svc.emit(events.Token(proc.pid, reply))
+                    tail = not_done(claim)
+                    on_answer_piece(f" {tail}" if reply else tail)
+                    reply = f"{reply} {tail}".strip()
                 append(svc, proc, Message("assistant", reply))
                 return _result(proc, reply, syscalls, started, clock, answer_tokens[0])
-            parsed = reply
+            parsed = read
         refused = None
         if parsed is not None:
             key = f"{parsed.name} {json.dumps(parsed.arguments, sort_keys=True)}"
@@ -426,13 +432,32 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
     With ``check_claims`` the stream passes a :class:`~.syscalls.claims.Gate`: nothing from a
     claim's start is shown, and generation stops there."""
     prompt = f"{render([m for m in proc.messages if not any(m is u for u in unseen)])}{ANSWER_PREFIX}"
-    if not svc.options.check_claims:
-        text, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
-                                               on_piece=on_piece, prose=True)
-        return text.strip(), None
-    gate = Gate(_claim_check(svc, proc, first, request))
+    check = _claim_check(svc, proc, first, request) if svc.options.check_claims else None
+    return (yield from _stream_answer(svc, proc, prompt, check, on_piece, tokens))
+
+
+def _stream_answer(svc: TurnServices, proc: Process, prompt: str, check: ClaimCheck | None,
+                   on_piece: Callable[[str], None], tokens: list[int], reader: FreeReply | None = None) -> Task:
+    """Generate an answer after ``prompt``, each piece shown as it comes; returns (text, claim).
+
+    With ``check`` the pieces pass a :class:`~.syscalls.claims.Gate`: nothing from a claim's start
+    is shown, generation stops there, and the text returned is what came before it. With
+    ``reader`` (free writing) the pieces pass it first: a call is shown nothing of and returned
+    whole as the text (``reader.calling``)."""
+    gate = Gate(check) if check is not None else None
+    raw: list[str] = []  # what the model wrote, for a call
+    answer: list[str] = []  # the answer's text, without a reader's prefix
 
     def piece(text: str) -> None:
+        raw.append(text)
+        if reader is not None:
+            text = reader.feed(text)
+        if not text:
+            return
+        answer.append(text)
+        if gate is None:
+            on_piece(text)
+            return
         out = gate.feed(text)
         if out is None:
             raise _ClaimFound
@@ -442,8 +467,14 @@ def _answer(svc: TurnServices, proc: Process, first: Message, request: str,
     try:
         _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
                                             on_piece=piece, prose=True)
+        if reader is not None:
+            piece(reader.flush())
     except _ClaimFound:
         pass
+    if reader is not None and reader.calling:
+        return "".join(raw), None
+    if gate is None:
+        return "".join(answer).strip(), None
     rest = gate.flush()
     if rest is None and gate.claim is not None:
         if gate.claim.start > gate.shown:

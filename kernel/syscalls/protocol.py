@@ -89,6 +89,44 @@ def parse_arguments(text: str) -> tuple[Any, str | None]:
     return value, None
 
 
+_CALL_START = re.compile(r"CALL\s")
+
+
+class FreeReply:
+    """A freely written reply (a backend that cannot score), read as it streams: a ``CALL <name>
+    {...}`` line is held back whole (``calling``: read it with :func:`parse_reply` at the end), and
+    an answer (``ANSWER: ...``, or plain text) is passed on piece by piece without its prefix, so
+    a remote model's answer streams like a local one's."""
+
+    def __init__(self) -> None:
+        self._head = ""  # the opening, until it tells a call from an answer
+        self.calling = False
+        self.answering = False
+
+    def feed(self, piece: str) -> str:
+        """The part of ``piece`` to show now ("" while undecided, and for a call)."""
+        if self.answering:
+            return piece
+        if self.calling:
+            return ""
+        self._head += piece
+        head = self._head.lstrip()
+        if _CALL_START.match(head):
+            self.calling = True
+            return ""
+        if "CALL ".startswith(head) or "ANSWER:".startswith(head):
+            return ""  # "", "CA", "ANSW", "ANSWER:": could still be either
+        return self._open(head)
+
+    def flush(self) -> str:
+        """At the end of the stream: what an opening too short to decide on still holds."""
+        return "" if self.answering or self.calling else self._open(self._head.lstrip())
+
+    def _open(self, head: str) -> str:
+        self.answering = True
+        return head.removeprefix("ANSWER:").lstrip()
+
+
 def parse_reply(text: str) -> ParsedCall | str:
     """Free text from the model -> a ParsedCall, or the answer text."""
     match = _CALL_RE.match(text)

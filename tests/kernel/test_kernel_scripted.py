@@ -94,6 +94,19 @@ def test_unknown_call_and_bad_arguments_are_error_pages():
     assert result.answer == "done"
 
 
+def test_a_backend_that_cannot_score_streams_its_answer_and_still_calls(recorder):
+    # the remote protocol: the model writes CALL or ANSWER itself; the answer streams as it comes
+    backend = ScriptedBackend(scoring=False)
+    backend.enqueue('CALL calculator.evaluate {"expression": "6 * 7"}', "ANSWER: Six times seven is 42, my friend.")
+    kernel = start(backend)
+    kernel.bus.subscribe(recorder)
+    result = kernel.ask("six times seven?").result(5)
+    kernel.shutdown()
+    assert result.syscalls[0]["result"] == "42" and result.answer == "Six times seven is 42, my friend."
+    tokens = [e.text for e in recorder.seen if isinstance(e, events.Token)]
+    assert len(tokens) >= 4 and "".join(tokens).strip() == result.answer  # piece by piece, no CALL shown
+
+
 def test_round_limit_ends_a_turn_that_keeps_calling():
     calls = [f'CALL calculator.evaluate {{"expression": "{i}+1"}}' for i in range(10)]
     backend = ScriptedBackend(calls + ["ANSWER: finally"])
