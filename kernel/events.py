@@ -14,6 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .paging import PageDirection
+from .process import ProcessState
+
 log = logging.getLogger(__name__)
 
 
@@ -68,8 +71,8 @@ class MessageAppended(Event):
 @dataclass(frozen=True)
 class ProcessStateChanged(Event):
     pid: int
-    old: str
-    new: str
+    old: ProcessState
+    new: ProcessState
     reason: str = ""
 
 
@@ -138,7 +141,7 @@ class Paged(Event):
     """Pages left the context window ("out", written to disk) or came back ("in", recalled)."""
 
     pid: int
-    direction: str
+    direction: PageDirection
     reason: str
     messages: int
     tokens_before: int = 0

@@ -506,7 +506,7 @@ class Kernel:
         if proc.state is new:
             return
         old, proc.state = proc.state, new
-        self.bus.emit(events.ProcessStateChanged(proc.pid, old.value, new.value, reason))
+        self.bus.emit(events.ProcessStateChanged(proc.pid, old, new, reason))
 
     def _on_switch(self, info: SwitchInfo) -> None:
         self.bus.emit(events.ContextSwitched(

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from .process import Message
@@ -163,11 +164,16 @@ class Page:
     preview: str
 
 
+class PageDirection(StrEnum):
+    OUT = "out"  # left the context window, written to disk (summarised)
+    IN = "in"  # came back, recalled for a request
+
+
 @dataclass(frozen=True)
 class PagingRecord:
     """Pages that left the context window (``out``, written to disk) or came back (``in``)."""
 
-    direction: str
+    direction: PageDirection
     reason: str
     messages: int
     tokens_before: int = 0

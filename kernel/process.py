@@ -8,11 +8,13 @@ import uuid
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import Enum, IntEnum, StrEnum
 from typing import Any
 
 
-class ProcessState(Enum):
+class ProcessState(StrEnum):
+    """A process's state; a str too, so an event's state compares and prints as its name."""
+
     NEW = "new"
     READY = "ready"  # has work and waits for the model
     RUNNING = "running"  # holds the model now

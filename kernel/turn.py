@@ -23,7 +23,7 @@ from .prompt import ANSWER_PREFIX, CALL_PREFIX, render, render_message, system_m
 from .devices import Untrusted
 from .flow import Provenance
 from .paging import (
-    RECALL_CALL, Pager, PagingRecord, RamReport, citation, fit, grounded, pages_of, recall_message,
+    RECALL_CALL, PageDirection, Pager, PagingRecord, RamReport, citation, fit, grounded, pages_of, recall_message,
 )
 from .registry import DeviceRegistry
 from .syscalls.claims import ClaimCheck, Gate, not_done, results_of
@@ -105,7 +105,7 @@ def page_out_if_needed(svc: TurnServices, proc: Process) -> None:
             summaries = svc.pager.page_out(proc.conversation, eviction.turns)
         except Exception as exc:  # the journal still has every message: nothing is lost
             log.warning("process %d: paging out failed: %s", proc.pid, exc)
-    _paged(svc, proc, PagingRecord("out", "over the context budget", sum(len(t) for t in eviction.turns),
+    _paged(svc, proc, PagingRecord(PageDirection.OUT, "over the context budget", sum(len(t) for t in eviction.turns),
                                    eviction.tokens_before, eviction.tokens_after, tuple(summaries)))
 
 
@@ -137,7 +137,7 @@ def page_in(svc: TurnServices, proc: Process, query: str) -> list[str]:
         proc.tainted = True
         append(svc, proc, Message("tool", "\n\n".join(str(t.value) for t in outside), call=RECALL_CALL, trusted=False))
     if own or outside:
-        _paged(svc, proc, PagingRecord("in", "relevant to the new request", len(own) + len(outside),
+        _paged(svc, proc, PagingRecord(PageDirection.IN, "relevant to the new request", len(own) + len(outside),
                                        summaries=tuple([*own, *(str(t.value) for t in outside)])))
     return [str(t.value) for t in outside]
 

@@ -107,6 +107,18 @@ def test_a_backend_that_cannot_score_streams_its_answer_and_still_calls(recorder
     assert len(tokens) >= 4 and "".join(tokens).strip() == result.answer  # piece by piece, no CALL shown
 
 
+def test_state_events_carry_the_kernel_enum_which_still_reads_as_its_name(recorder):
+    from llmos.kernel.process import ProcessState
+
+    kernel = start(ScriptedBackend(["ANSWER: ok"]))
+    kernel.bus.subscribe(recorder)
+    kernel.ask("hi").result(5)
+    kernel.shutdown()
+    changes = [e for e in recorder.seen if isinstance(e, events.ProcessStateChanged)]
+    assert changes and all(isinstance(e.new, ProcessState) and isinstance(e.old, ProcessState) for e in changes)
+    assert [e.new for e in changes][-2:] == ["running", "idle"] and f"{changes[-1].new}" == "idle"
+
+
 def test_round_limit_ends_a_turn_that_keeps_calling():
     calls = [f'CALL calculator.evaluate {{"expression": "{i}+1"}}' for i in range(10)]
     backend = ScriptedBackend(calls + ["ANSWER: finally"])
