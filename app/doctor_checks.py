@@ -127,26 +127,26 @@ def check_mcp_servers(ctx: Context) -> list[Check]:
 
 
 def check_model(ctx: Context) -> Check:
-    from llmos.kernel.model_file import (DEFAULT_MODEL_SHA256, ModelFileError, check_gguf, default_model_path,
-                                         sha256_of)
+    from llmos.kernel.model_file import ModelFileError, check_gguf, known_model_at, sha256_of
 
     config = ctx.config
     if config.backend != "llamacpp":
         return Check("models", "model", OK, f"not used: the {config.backend} backend runs the model at {config.base_url}")
     path = _model_path(config)
-    default = path == default_model_path()
-    reinstall = f"remove {path} and {SETUP} (it joins the model's parts again and checks their sha256)"
+    known = known_model_at(path)  # the embedded default, or another model llmos installs
+    install = SETUP if known is None or known.install_command == "make model" else f"run `{known.install_command}`"
+    reinstall = f"remove {path} and {install} (it joins the model's parts again and checks their sha256)"
     try:
         check_gguf(path)
     except ModelFileError as exc:
-        return Check("models", "model", FAIL, str(exc), reinstall if default else
+        return Check("models", "model", FAIL, str(exc), reinstall if known is not None else
                      "point `model` (or --model) at a complete GGUF file, or empty it for the embedded model")
-    if not default:
+    if known is None:
         ctx.model_ok = True
         return Check("models", "model", OK, f"{path} is a GGUF file (no known sha256: `--model {path}` checks it)")
     digest = sha256_of(path)
-    if digest != DEFAULT_MODEL_SHA256:
-        return Check("models", "model", FAIL, f"{path} has sha256 {digest[:16]}..., not {DEFAULT_MODEL_SHA256[:16]}...: "
+    if digest != known.sha256:
+        return Check("models", "model", FAIL, f"{path} has sha256 {digest[:16]}..., not {known.sha256[:16]}...: "
                      "the file is damaged", reinstall)
     ctx.model_ok = True
     return Check("models", "model", OK, f"{path.name}, sha256 verified")

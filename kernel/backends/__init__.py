@@ -26,7 +26,8 @@ def make_backend(config: "Config") -> Backend:
 
 
 def model_path(config: "Config") -> Path:
-    """The GGUF file the local backend runs: the config's, or the embedded default."""
-    from ..model_file import default_model_path
+    """The GGUF file the local backend runs: the config's (a path, or a known model's key such as
+    "1.5b"), or the embedded default."""
+    from ..model_file import default_model_path, resolve_model
 
-    return Path(config.model).expanduser() if config.model else default_model_path()
+    return resolve_model(config.model) if config.model else default_model_path()

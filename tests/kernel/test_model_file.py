@@ -98,3 +98,32 @@ def test_gguf_metadata_cut_short_is_one_line(tmp_path: Path, model_path: Path):
     with pytest.raises(ModelFileError) as info:
         read_gguf_metadata(cut)
     assert "ends early" in str(info.value) and str(cut) in str(info.value)
+
+
+def test_a_known_model_is_named_by_its_key_and_missing_it_says_how_to_install_it(tmp_path: Path, monkeypatch):
+    from llmos.kernel import model_file
+
+    monkeypatch.setenv("LLMOS_MODELS_DIR", str(tmp_path))
+    assert model_file.resolve_model("1.5b") == tmp_path / model_file.KNOWN_MODELS["1.5b"].file_name
+    assert model_file.resolve_model(" 0.5B ") == model_file.default_model_path()
+    assert model_file.resolve_model(str(tmp_path / "mine.gguf")) == tmp_path / "mine.gguf"
+    with pytest.raises(ModelFileError, match=r"run `make model-1\.5b` to install the 1\.5b model"):
+        check_gguf(model_file.resolve_model("1.5b"))
+    # a known model's file of the wrong size is damaged, whatever its header says
+    (tmp_path / model_file.KNOWN_MODELS["1.5b"].file_name).write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 1, 1))
+    with pytest.raises(ModelFileError, match="truncated or damaged"):
+        check_gguf(model_file.resolve_model("1.5b"))
+
+
+def test_the_cli_names_the_make_target_of_a_missing_known_model(tmp_path: Path):
+    env_run = subprocess.run([sys.executable, "-m", "llmos.app.cli", "--data-dir", str(tmp_path / "data"),
+                              "--model", "1.5b", "ask", "hi"], capture_output=True, text=True, timeout=120,
+                             env={**__import__("os").environ, "LLMOS_MODELS_DIR": str(tmp_path)})
+    assert env_run.returncode != 0 and "Traceback" not in env_run.stderr
+    assert "make model-1.5b" in env_run.stderr, env_run.stderr
+
+
+def test_the_installer_refuses_an_unknown_key():
+    done = subprocess.run([sys.executable, "tools/install_model.py", "7b"], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "no model named '7b'" in done.stderr and "1.5b" in done.stderr
