@@ -840,6 +840,7 @@ class ChatWindow(QMainWindow):
                 self.view.add_note(f"Cannot switch the model: {error}", error=True)
                 self._set_status(f"Cannot switch the model: {error}", error=True)
                 self._update_actions()
+                self.sync_server()  # the old kernel runs on: serve it again if Settings say so
                 return
             self.adopt_kernel(new)
 

@@ -294,10 +294,11 @@ class Kernel:
                 self._set_state(proc, ProcessState.READY, "preempted")
                 self.scheduler.make_ready(proc)
             proc = self.scheduler.pick(self._procs())
+            if proc is not None:
+                proc.yield_requested = False  # before it is published: a hint from now on counts
             self._running = proc
             if proc is None:
                 return
-            proc.yield_requested = False
             self._set_state(proc, ProcessState.RUNNING, "scheduled")
         # Phase 4: run one slice of its task, and handle what it yields.
         self._run_slice(proc)

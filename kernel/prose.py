@@ -9,7 +9,8 @@ tuned on.
 Only answers are sampled this way. The decision is scored, not sampled, and a call's arguments
 are always greedy under their schema's grammar (``turn._generate(..., prose=False)``), so the
 decision sets cannot move. The penalties read the tokens the answer generates, never the prompt,
-so a device's result is still copied into the answer as it is.
+so a device's result is still copied into the answer as it is, and they skip digits and
+punctuation (a number of repeated digits, "10000000", copied wrong under llama.cpp's own penalty).
 """
 
 from __future__ import annotations

@@ -465,8 +465,9 @@ def _stream_answer(svc: TurnServices, proc: Process, prompt: str, check: ClaimCh
             on_piece(shown)
 
     try:
+        # free writing may be a call: greedy, as calls always are
         _, tokens[0] = yield from _generate(svc, proc, prompt, max_tokens=svc.options.max_answer_tokens,
-                                            on_piece=piece, prose=True)
+                                            on_piece=piece, prose=reader is None)
         if reader is not None:
             piece(reader.flush())
     except _ClaimFound:

@@ -247,16 +247,19 @@ class Api:
 
     def _forward_tokens(self, job: _Job) -> None:
         """The OS's turn streams its answer as Token events of its process, and each system call
-        it made as a delta of its own (``llmos_syscall``: the record the journal keeps)."""
+        it made as a delta of its own (``llmos_syscall``: the record the journal keeps). The pid is
+        taken now: the job forgets it when it ends, before the process's "done" unsubscribes this."""
+        pid = job.pid
+
         def observe(event: events.Event) -> None:
-            if isinstance(event, events.Token) and event.pid == job.pid:
+            if isinstance(event, events.Token) and event.pid == pid:
                 job.on_piece(event.text)
-            elif isinstance(event, events.SyscallFinished) and event.pid == job.pid:
+            elif isinstance(event, events.SyscallFinished) and event.pid == pid:
                 job.on_piece({"llmos_syscall": syscall_record({
                     "device": event.device, "call": event.call, "arguments": event.arguments,
                     "result": event.result if event.ok else None, "error": event.error, "ok": event.ok,
                     "trusted": event.trusted, "seconds": round(event.seconds, 4)})})
-            elif isinstance(event, events.ProcessStateChanged) and event.pid == job.pid and event.new == "done":
+            elif isinstance(event, events.ProcessStateChanged) and event.pid == pid and event.new == "done":
                 unsubscribe()
 
         unsubscribe = self.kernel.bus.subscribe(observe)

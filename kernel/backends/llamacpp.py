@@ -21,6 +21,7 @@ import ctypes
 import logging
 import math
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -86,6 +87,7 @@ class LlamaCppBackend:
         self._released: set[int] = set()
         self.engine_path: str | None = None  # the engine path in use, once loaded
         self._grammars_ok: set[str] = set()  # grammars llama.cpp compiled once: not checked again
+        self._unpenalised: np.ndarray | None = None  # tokens the repetition penalty skips
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -153,6 +155,7 @@ class LlamaCppBackend:
             self._llm.close()
             self._llm = None
         self._snapshots.clear()
+        self._unpenalised = None  # another model may load next
 
     @property
     def llm(self) -> Any:
@@ -186,6 +189,12 @@ class LlamaCppBackend:
         self.llm.eval(tokens)
         self._tokens.extend(tokens)
         self._logits_fresh = True
+
+    def unpenalised(self) -> np.ndarray:
+        """:func:`unpenalised_tokens` of the loaded model, computed at its first use."""
+        if self._unpenalised is None:
+            self._unpenalised = unpenalised_tokens(self.llm)
+        return self._unpenalised
 
     def _logits(self) -> np.ndarray:
         ptr = self._lc.llama_get_logits_ith(self.llm.ctx, -1)
@@ -319,20 +328,44 @@ class LlamaCppBackend:
         return scores
 
 
-DRY_BREAKERS = ("\n", ":", '"', "*")  # llama.cpp's defaults: a repeat does not run across these
+# llama.cpp's defaults (a repeat does not run across these), and the digits: Qwen writes a number
+# one digit a token, and with DRY on its own "7,000,000,007" came back as "7,000,000,017"
+DRY_BREAKERS = ("\n", ":", '"', "*", *"0123456789")
 DRY_LAST_N = 4096  # DRY looks this far back over what the stream generated
+# A token the repetition penalty leaves alone: digits, punctuation and spaces (in the byte-level
+# BPE spelling of the vocabulary: "Ġ" a space, "Ċ" a newline; "▁" in SentencePiece vocabularies).
+# llama.cpp's penalty sampler has no such exception: with it "10000000" came back as "100,000,00".
+_UNPENALISED = re.compile(r"[\sĠĊ▁\d.,:;%+\-*/=()^$€£#]*")
+
+
+def unpenalised_tokens(llm: Any) -> np.ndarray:
+    """A mask over the vocabulary of the tokens the repetition penalty skips (about 0.3 s, once)."""
+    import llama_cpp
+
+    vocab = llm._model.vocab
+    texts = (llama_cpp.llama_vocab_get_text(vocab, i) or b"" for i in range(llm.n_vocab()))
+    return np.fromiter((bool(_UNPENALISED.fullmatch(t.decode("utf-8", "replace"))) for t in texts), dtype=bool)
+
+
+def penalise_repeats(logits: np.ndarray, generated: list[int], params: SamplingParams, skip: np.ndarray) -> None:
+    """llama.cpp's repetition penalty, in place, on the last ``repeat_last_n`` generated tokens
+    except those ``skip`` marks: a positive logit is divided by the penalty, a negative one multiplied."""
+    ids = np.unique(np.asarray(generated[-params.repeat_last_n:], dtype=np.int64))
+    ids = ids[~skip[ids]]
+    if ids.size:
+        chosen = logits[ids]
+        logits[ids] = np.where(chosen > 0, chosen / params.repeat_penalty, chosen * params.repeat_penalty)
 
 
 def sampler_chain(llm: Any, params: SamplingParams, grammar: Any) -> Any:
-    """llama.cpp's sampler chain for ``params``: the anti-loop penalties (only when asked for,
-    on generated tokens: llama_sampler_sample accepts each sampled token, the prompt is never fed
+    """llama.cpp's sampler chain for ``params``: DRY against loops (only when asked for, on
+    generated tokens: llama_sampler_sample accepts each sampled token, the prompt is never fed
     in), the grammar, then greedy at temperature 0, else top-k, top-p, min-p, the temperature and
-    a seeded draw (the request's own seed, else the model's)."""
+    a seeded draw (the request's own seed, else the model's). The repetition penalty is applied to
+    the logits before the chain runs (:func:`penalise_repeats`)."""
     from llama_cpp import _internals
 
     chain = _internals.LlamaSampler()
-    if params.repeat_penalty != 1.0:
-        chain.add_penalties(llm.n_vocab(), params.repeat_last_n, params.repeat_penalty, 0.0, 0.0)
     if params.dry_multiplier > 0.0:
         chain.add_dry(llm._model, params.dry_multiplier, params.dry_base, params.dry_allowed_length, DRY_LAST_N,
                       list(DRY_BREAKERS))
@@ -358,6 +391,8 @@ class LocalStream:
         self.tokens = list(prompt_tokens)
         self.stats = StreamStats(prompt_tokens=len(prompt_tokens))
         self._sampler = sampler_chain(backend.llm, params, grammar)
+        self._prompt_length = len(prompt_tokens)
+        self._skip = backend.unpenalised() if params.repeat_penalty != 1.0 else None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._text = ""  # all text generated so far
         self._emitted = 0  # how much of _text has been handed out
@@ -388,6 +423,11 @@ class LocalStream:
         pieces: list[str] = []
         for _ in range(max_tokens):
             crash_hooks.reach("decode")
+            generated = self.tokens[self._prompt_length:]
+            if self._skip is not None and generated:
+                ptr = backend._lc.llama_get_logits_ith(backend.llm.ctx, -1)  # the chain reads these next
+                penalise_repeats(np.ctypeslib.as_array(ptr, shape=(len(self._skip),)), generated, self.params,
+                                 self._skip)
             tok = self._sampler.sample(backend.llm._ctx, -1)
             if self.stats.first_token_at is None:
                 self.stats.first_token_at = time.monotonic()

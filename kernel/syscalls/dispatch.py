@@ -437,6 +437,8 @@ class Dispatcher:
             context.deadline = time.monotonic() + call.timeout_s  # earlier than the one watched:
             self._watchdog.watch(context, pending.timed_out)  # watched again (the old entry finds it done)
         pending.ran = True  # from here its destinations count as reached, whatever the answer
+        if context.cancelled:  # the deadline passed just now: its answer had no destinations, so no call
+            return
         result = SyscallResult(device.name, call.name, args, ok=True, contacted=plan.destinations)
         start = time.monotonic()
         enter_call(context)  # devices.current_call() and devices.caller() read it

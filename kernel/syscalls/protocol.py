@@ -102,10 +102,14 @@ class FreeReply:
         self._head = ""  # the opening, until it tells a call from an answer
         self.calling = False
         self.answering = False
+        self._started = False  # the answer has shown a character that is not a space
 
     def feed(self, piece: str) -> str:
         """The part of ``piece`` to show now ("" while undecided, and for a call)."""
         if self.answering:
+            if not self._started:  # whitespace after "ANSWER:" that came in a later piece
+                piece = piece.lstrip()
+                self._started = bool(piece)
             return piece
         if self.calling:
             return ""
@@ -124,7 +128,9 @@ class FreeReply:
 
     def _open(self, head: str) -> str:
         self.answering = True
-        return head.removeprefix("ANSWER:").lstrip()
+        text = head.removeprefix("ANSWER:").lstrip()
+        self._started = bool(text)
+        return text
 
 
 def parse_reply(text: str) -> ParsedCall | str:

@@ -19,6 +19,7 @@ def _read(*pieces: str) -> tuple[FreeReply, str]:
     (("CA", "LLING all", " cars"), "CALLING all cars"),  # a word, not a call
     (("Hi",), "Hi"),  # too short to decide until the end
     (("ANSWER:",), ""),
+    (("ANSWER:", "\n", " x y"), "x y"),  # the space after the prefix came in later pieces
     (("The answer", " is 7."), "The answer is 7."),  # no prefix at all
 ])
 def test_an_answer_is_passed_on_without_its_prefix(pieces, shown):

@@ -101,8 +101,33 @@ def test_the_penalties_never_read_the_prompt_so_a_given_code_is_copied_whole(rea
 
 
 @pytest.mark.model
+@pytest.mark.parametrize("value", ["10000000", "1111111", "7,000,000,007"])
+def test_the_penalties_let_an_answer_copy_a_number_of_repeated_digits(real_backend, value):
+    # Qwen writes digits one token each, so a number of repeated digits repeats a token many times
+    prompt = (f"<|im_start|>user\nThe calculator returned {value}. Tell me the result.<|im_end|>\n"
+              "<|im_start|>assistant\n")
+    text, _ = _text(real_backend, prompt, Prose().params(40, ()))
+    assert value in text, text
+
+
+@pytest.mark.model
 def test_a_seeded_temperature_draw_is_repeatable(real_backend):
     params = replace(Prose.greedy(), temperature=0.9, seed=1234).params(24, ())
     first, _ = _text(real_backend, LOOP, params)
     again, _ = _text(real_backend, LOOP, params)
     assert first and first == again
+
+
+def test_the_repetition_penalty_skips_digits_and_punctuation():
+    import numpy as np
+
+    from llmos.kernel.backends.llamacpp import _UNPENALISED, penalise_repeats
+
+    for text in ("0", "000", "Ġ7", ",", "Ġ", "Ċ", "%", "▁12"):
+        assert _UNPENALISED.fullmatch(text), text
+    for text in ("Ġthe", "He", "Ġknowledge", "a1"):
+        assert not _UNPENALISED.fullmatch(text), text
+    logits = np.array([2.0, -2.0, 3.0, 1.0], dtype=np.float32)
+    skip = np.array([False, False, True, False])
+    penalise_repeats(logits, [0, 1, 2, 0], replace(SamplingParams(), repeat_penalty=2.0, repeat_last_n=64), skip)
+    assert logits.tolist() == [1.0, -4.0, 3.0, 1.0]  # 0 and 1 penalised once each, 2 skipped, 3 unseen
