@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
+from llmos.app.serve_cli import serve_key
 from llmos.kernel.config import Config
 
 COLUMNS = (("PID", "pid"), ("PRIORITY", "priority"), ("STATE", "state"), ("TOKENS", "tokens_generated"),
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
     host = f"[{config.serve_host}]" if ":" in config.serve_host else config.serve_host
     url = (args.url or f"http://{host}:{config.serve_port}").rstrip("/").removesuffix("/v1")
-    key = args.serve_api_key or os.environ.get("LLMOS_SERVE_API_KEY") or config.serve_api_key or None
+    key = serve_key(args.serve_api_key, config)
     headers = {"authorization": f"Bearer {key}"} if key else {}
     try:
         response = httpx.get(f"{url}/llmos/processes", headers=headers, timeout=10)

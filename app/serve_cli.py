@@ -32,12 +32,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return serve
 
 
+def serve_key(flag: str | None, config: Config) -> str | None:
+    """The server's API key: the ``--api-key`` flag, else ``$LLMOS_SERVE_API_KEY``, else the config's."""
+    return flag or os.environ.get("LLMOS_SERVE_API_KEY") or config.serve_api_key or None
+
+
 def run(args: argparse.Namespace, config: Config) -> int:
     from llmos.app.boot import build_kernel
     from llmos.app.server.app import OS_MODEL, ServeOptions, make_app, plain_model_name
     from llmos.app.server.http import Server, ServeError, bind, check_bind
 
-    key = args.serve_api_key or os.environ.get("LLMOS_SERVE_API_KEY") or config.serve_api_key or None
+    key = serve_key(args.serve_api_key, config)
     host = args.host or config.serve_host
     port = args.port if args.port is not None else config.serve_port
     try:

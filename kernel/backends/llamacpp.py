@@ -423,11 +423,10 @@ class LocalStream:
         pieces: list[str] = []
         for _ in range(max_tokens):
             crash_hooks.reach("decode")
-            generated = self.tokens[self._prompt_length:]
-            if self._skip is not None and generated:
+            if self._skip is not None and len(self.tokens) > self._prompt_length:
                 ptr = backend._lc.llama_get_logits_ith(backend.llm.ctx, -1)  # the chain reads these next
-                penalise_repeats(np.ctypeslib.as_array(ptr, shape=(len(self._skip),)), generated, self.params,
-                                 self._skip)
+                penalise_repeats(np.ctypeslib.as_array(ptr, shape=(len(self._skip),)),
+                                 self.tokens[self._prompt_length:], self.params, self._skip)
             tok = self._sampler.sample(backend.llm._ctx, -1)
             if self.stats.first_token_at is None:
                 self.stats.first_token_at = time.monotonic()

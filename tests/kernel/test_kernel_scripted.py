@@ -188,16 +188,23 @@ def test_stop_interrupts_a_reply_and_keeps_the_partial_answer(check_claims):
     assert 10 <= result.timings["tokens"] <= 11 + held
 
 
-def test_voice_preempts_chat_at_a_slice_boundary(recorder):
+def _chat_then_voice(recorder, slice_tokens: int, pause_at: int):
+    """A kernel whose chat process is mid-way through a 300-word reply (held at its ``pause_at``-th
+    token), and a voice process to submit then: (kernel, chat_pid, voice_pid, chat future, pause)."""
     words = " ".join(f"c{i}" for i in range(300))
     backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"])
-    kernel = start(backend, slice_tokens=8)
+    kernel = start(backend, slice_tokens=slice_tokens)
     kernel.bus.subscribe(recorder)
     chat_pid, voice_pid = kernel.spawn("chat", Priority.CHAT), kernel.spawn("voice", Priority.VOICE)
-    pause = PauseAtToken(chat_pid)
+    pause = PauseAtToken(chat_pid, n=pause_at)
     kernel.bus.subscribe(pause)
     chat = kernel.submit(chat_pid, "long")
     assert pause.reached.wait(5)  # the chat reply is under way
+    return kernel, chat_pid, voice_pid, chat, pause
+
+
+def test_voice_preempts_chat_at_a_slice_boundary(recorder):
+    kernel, chat_pid, voice_pid, chat, pause = _chat_then_voice(recorder, slice_tokens=8, pause_at=1)
     voice = kernel.submit(voice_pid, "short")
     pause.resume.set()
     voice_result = voice.result(10)
@@ -216,15 +223,7 @@ def test_voice_preempts_chat_at_a_slice_boundary(recorder):
 
 def test_a_turn_of_higher_priority_does_not_wait_out_the_slice(recorder):
     # the running slice ends at the next token once a higher priority is ready, not after 64
-    words = " ".join(f"c{i}" for i in range(300))
-    backend = ScriptedBackend([f"ANSWER: {words}", "ANSWER: voice reply"])
-    kernel = start(backend, slice_tokens=64)
-    kernel.bus.subscribe(recorder)
-    chat_pid, voice_pid = kernel.spawn("chat", Priority.CHAT), kernel.spawn("voice", Priority.VOICE)
-    pause = PauseAtToken(chat_pid, n=2)
-    kernel.bus.subscribe(pause)
-    chat = kernel.submit(chat_pid, "long")
-    assert pause.reached.wait(5)
+    kernel, chat_pid, voice_pid, chat, pause = _chat_then_voice(recorder, slice_tokens=64, pause_at=2)
     with recorder.lock:
         submitted = len(recorder.seen)
     voice = kernel.submit(voice_pid, "short")
