@@ -75,8 +75,10 @@ def command(python_args: list[str], root: Path) -> list[str]:
     return [
         bwrap, "--unshare-user-try", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
         "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-        *_system_binds(), *_python_binds(),
-        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        *_system_binds(), "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        # after the private /tmp: an interpreter under /tmp (a checkout there) is bound onto it,
+        # not hidden by it (bwrap mounts in order)
+        *_python_binds(),
         "--bind", str(root / "work"), WORK, "--ro-bind", str(root / "snippet.py"), SNIPPET,
         "--remount-ro", "/",  # the sandbox's own root (where /etc's few files hang) is read-only too
         "--chdir", WORK, "--hostname", "sandbox",

@@ -132,3 +132,13 @@ def test_a_bad_sandbox_setting_is_refused_at_start(tmp_path):
     registry.start(tmp_path, settings={"python": {"sandbox": "maybe"}})
     [broken] = registry.broken
     assert broken.name == "python" and "required" in broken.error and "python" not in [d.name for d in registry.devices()]
+
+
+def test_an_interpreter_under_tmp_is_bound_after_the_private_tmp(tmp_path, monkeypatch):
+    # bwrap mounts in order: a venv bound before --tmpfs /tmp is hidden by it (a checkout in /tmp
+    # then ran nothing: "bwrap: execvp .../.venv/bin/python: No such file or directory")
+    from llmos.plugins.python import sandbox
+
+    monkeypatch.setattr(sandbox.sys, "prefix", "/tmp/checkout/.venv")
+    args = sandbox.command(["python", "-c", "pass"], tmp_path)
+    assert args.index("--tmpfs") < args.index("/tmp/checkout/.venv")
