@@ -317,7 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", metavar="SUBSTRING", help="run modules / figures whose name contains this")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})")
-    parser.add_argument("--model", type=Path, help="GGUF model (default: the embedded default model)")
+    parser.add_argument("--model", help="GGUF model: a path, or a known model's key such as 1.5b "
+                        "(default: the embedded default model)")
     return parser.parse_args(argv)
 
 
@@ -331,9 +332,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_all(args: argparse.Namespace) -> int:
-    from llmos.kernel.model_file import default_model_path
+    from llmos.kernel.model_file import default_model_path, resolve_model
 
-    model_path = args.model or default_model_path()
+    model_path = resolve_model(args.model) if args.model else default_model_path()
     if not model_path.is_file():
         print(f"bench: no model at {model_path} (run `make` to install the embedded model)", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from .words import HINT, normalise
 device = Device(
     "calculator",
     version="1.0.0",
-    description="Exact arithmetic: integers, decimals, fractions, percentages, powers, roots, functions.",
+    description="Exact arithmetic: integers, decimals, fractions, percentages, powers, roots, functions, units.",
 )
 
 QUOTE_CHARS = 80  # how much of a refused expression its error page repeats
@@ -24,17 +24,25 @@ def refusal(expression: str, written: str, exc: CalculatorError) -> str:
     return f"cannot read {one_line(expression, QUOTE_CHARS)!r}{read_as}: {exc}; {HINT}"
 
 
-@device.call(examples=[Example("What is 12.5% of 340?", {"expression": "12.5% of 340"})], timeout_s=2.0)
+# The first example is the one the boot prompt shows. A conversion, because asked "how many minutes
+# are in 5 weeks?" after the percentage one the embedded model wrote "4 weeks * 7 days" or stopped
+# half-way; after this one it wrote "N weeks in minutes" (docs/decisions.md, multi-step problems).
+@device.call(examples=[Example("How many seconds are in 2 hours?", {"expression": "2 hours in seconds"}),
+                       Example("What is 12.5% of 340?", {"expression": "12.5% of 340"})], timeout_s=2.0)
 def evaluate(expression: str) -> str:
     """Evaluate an arithmetic expression exactly and return the number.
 
     Args:
-        expression: Arithmetic expression, e.g. '12*(3+4)/5', '17.5% of 2480' or 'sqrt(2)'.
+        expression: Arithmetic expression, e.g. '12*(3+4)/5', '17.5% of 2480', 'sqrt(2)' or '5 weeks in minutes'.
     """
     written = normalise(expression)
     try:
-        return _evaluate(written).text
+        result = _evaluate(written)
     except NotReadable as exc:
         raise DeviceError(refusal(expression, written, exc)) from None
     except CalculatorError as exc:
         raise DeviceError(str(exc)) from None
+    # Labels ("14 trays * 24 rolls") are left out of the result: shown "46 (read trays, rolls as
+    # labels)", the embedded model gave that whole line as its answer. The call's arguments,
+    # which the user sees, hold the words.
+    return result.text

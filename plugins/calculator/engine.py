@@ -7,12 +7,18 @@ it.  Numbers stay exact ``Fraction`` values; only irrational functions
 
 Grammar, lowest to highest precedence::
 
+    input   := expr (('in' | 'into' | 'to' | 'as') term)?    5 weeks in minutes (a conversion)
     expr    := term (('+' | '-') term)*            a + b%  means a * (1 + b/100)
     term    := unary (('*' | '/' | '//' | '%' | 'mod' | 'of') unary)*
     unary   := ('-' | '+' | '√' | '∛') unary | power
     power   := postfix ('^' unary)?                 right-associative; -2^2 = -4
-    postfix := primary ('!' | '%')*                 5! = 120, 50% = 0.5
-    primary := NUMBER | CONSTANT | NAME '(' [expr (',' expr)*] ')' | '(' expr ')'
+    postfix := primary ('!' | '%' | UNIT)*          5! = 120, 50% = 0.5, 4 weeks
+    primary := NUMBER | CONSTANT | UNIT | NAME '(' [expr (',' expr)*] ')' | '(' expr ')'
+
+Units (``units.py``: time, length, mass, volume, area, data; ``square``/``cubic``, ``m^2``,
+``cm³``) make quantities: ``3 hours and 40 minutes``, ``88 km per hour * 3.5 hours``. ``and`` is
+``+`` and ``per`` is ``/``. An unknown word right after a number, unit or another such word is a
+label and is left out (``14 trays * 24 rolls`` is 336), and the result reports it.
 
 Spellings: ``**`` = ``^``; ``× x · times multiplied by`` = ``*``;
 ``÷ over divided by`` = ``/``; ``− minus`` = ``-``; ``plus`` = ``+``.
@@ -40,9 +46,13 @@ from fractions import Fraction
 from types import MappingProxyType
 from typing import Callable, NamedTuple, Union
 
+from . import units
+from .units import Quantity, Unit, UnitError
+
 __all__ = ["CalculatorError", "NotReadable", "Result", "evaluate"]
 
 Number = Union[Fraction, float]
+Value = Union[Fraction, float, Quantity]
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 64
@@ -55,8 +65,10 @@ DIGITS = tuple("0123456789")          # a tuple, so that "" is not in it
 SYMBOL_OPS = MappingProxyType({"+": "+", "-": "-", "−": "-", "*": "*", "×": "*", "·": "*",
                                "∙": "*", "/": "/", "÷": "/", "^": "^", "%": "%", "!": "!",
                                "√": "√", "∛": "∛"})
-WORD_OPS = MappingProxyType({"x": "*", "times": "*", "multiplied": "*", "plus": "+",
-                             "minus": "-", "over": "/", "divided": "/", "mod": "mod", "of": "of"})
+WORD_OPS = MappingProxyType({"x": "*", "times": "*", "multiplied": "*", "plus": "+", "and": "+",
+                             "minus": "-", "over": "/", "divided": "/", "per": "/", "mod": "mod", "of": "of"})
+CONVERT = frozenset({"in", "into"})          # "5 weeks in minutes"; "to" and "as" before a unit too
+SHAPES = MappingProxyType({"square": units.square, "sq": units.square, "cubic": units.cubic})
 SYMBOL_NAMES = MappingProxyType({"π": "pi", "τ": "tau"})
 CONSTANTS = MappingProxyType({"pi": math.pi, "e": math.e, "tau": math.tau})
 
@@ -72,14 +84,16 @@ class NotReadable(CalculatorError):
 
 @dataclass(frozen=True)
 class Result:
-    value: Number
+    value: Number    # in the unit shown, for a quantity
     exact: bool
-    text: str
+    text: str        # "50400", or with a unit "50400 minutes"
+    labels: tuple[str, ...] = ()   # words read as labels and left out ("14 trays * 24 rolls")
+    unit: str = ""
 
 
 class Token(NamedTuple):
-    kind: str        # 'num', 'name', 'op', '(', ')', ',' or 'end'
-    value: object    # Fraction for 'num', lower-case name, canonical operator
+    kind: str        # 'num', 'name', 'op', 'unit', 'label', 'in', '(', ')', ',' or 'end'
+    value: object    # Fraction for 'num', lower-case name, canonical operator, Unit
     pos: int         # 0-based index into the expression
     text: str        # as written
 
@@ -91,6 +105,8 @@ Unary = NamedTuple("Unary", [("op", str), ("operand", object)])
 Pow = NamedTuple("Pow", [("base", object), ("exponent", object)])
 Postfix = NamedTuple("Postfix", [("op", str), ("operand", object)])
 Call = NamedTuple("Call", [("name", str), ("args", tuple)])
+UnitOf = NamedTuple("UnitOf", [("operand", object), ("unit", Unit)])   # 4 weeks; a unit alone is 1 of it
+Convert = NamedTuple("Convert", [("operand", object), ("target", object), ("text", str)])
 
 
 # ------------------------------------------------------------------ tokenizer
@@ -139,11 +155,20 @@ def _tokenize(text: str) -> list[Token]:
                 if not by:
                     raise CalculatorError(f"expected 'by' after '{word}' at position {start + 1}")
                 i = by.end()
-            kind = "op" if word in WORD_OPS else "name"
-            tokens.append(Token(kind, WORD_OPS.get(word, word), start, text[start:i]))
+            tokens.append(_word_token(word, text, start, i, tokens))
+            if tokens[-1].kind == "shape":                     # "square metres": one unit
+                unit_match = WORD.match(text, i + len(text[i:]) - len(text[i:].lstrip()))
+                unit = units.lookup(unit_match.group(1)) if unit_match else None
+                shaped = SHAPES[word](unit) if unit is not None else None
+                if shaped is None:
+                    raise CalculatorError(f"expected a length unit after '{word}' at position {start + 1}")
+                i = unit_match.end(1)
+                tokens[-1] = Token("unit", shaped, start, text[start:i])
             continue
         if ch in SYMBOL_NAMES:
             tokens.append(Token("name", SYMBOL_NAMES[ch], start, ch))
+        elif ch in "²³":                                       # m², cm³
+            tokens += [Token("op", "^", start, ch), Token("num", Fraction("²³".index(ch) + 2), start, ch)]
         elif text.startswith("**", i) or text.startswith("//", i):
             tokens.append(Token("op", "^" if ch == "*" else "//", start, text[i:i + 2]))
             i += 1
@@ -164,6 +189,36 @@ def _tokenize(text: str) -> list[Token]:
     return tokens
 
 
+def _word_token(word: str, text: str, start: int, end: int, before: list[Token]) -> Token:
+    """A word's token: an operator, a unit, a conversion ("in"), a function's or constant's name,
+    or a label: an unknown word right after a number, unit or label ("14 trays", "400 metre
+    track"), left out of the arithmetic and reported."""
+    written = text[start:end]
+    if word in WORD_OPS:
+        return Token("op", WORD_OPS[word], start, written)
+    if word in CONVERT or (word in ("to", "as") and _unit_follows(text, end)):
+        return Token("in", word, start, written)
+    if word in SHAPES and _unit_follows(text, end):
+        return Token("shape", word, start, written)
+    if word in units.VAGUE:
+        raise CalculatorError(units.VAGUE[word])
+    unit = units.lookup(word)
+    calls_it = word in FUNCTIONS and text[end:].lstrip().startswith("(")    # min(1, 2), but 5 min
+    if unit is not None and not calls_it and word not in CONSTANTS:
+        return Token("unit", unit, start, written)
+    if word not in FUNCTIONS and word not in CONSTANTS and before and before[-1].kind in ("num", "unit", "label"):
+        return Token("label", word, start, written)
+    return Token("name", word, start, written)
+
+
+def _unit_follows(text: str, end: int) -> bool:
+    match = WORD.match(text, end + len(text[end:]) - len(text[end:].lstrip()))
+    if not match:
+        return False
+    word = match.group(1).lower()
+    return units.lookup(word) is not None or (word in SHAPES and _unit_follows(text, match.end(1)))
+
+
 # ------------------------------------------------------------------ parser
 def _describe(tok: Token) -> str:
     return "end of expression" if tok.kind == "end" else (
@@ -171,8 +226,10 @@ def _describe(tok: Token) -> str:
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
-        self.tokens, self.i, self.depth = tokens, 0, 0
+    def __init__(self, tokens: list[Token], source: str = "") -> None:
+        self.source = source
+        self.labels = tuple(t.text for t in tokens if t.kind == "label")
+        self.tokens, self.i, self.depth = [t for t in tokens if t.kind != "label"], 0, 0
 
     def peek(self, ahead: int = 0) -> Token:
         return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
@@ -193,6 +250,15 @@ class _Parser:
         if self.peek().kind == "end":
             raise CalculatorError("empty expression")
         node, tok = self.expr(), self.peek()
+        if tok.kind == "in":                                      # 5 weeks in minutes
+            self.next()
+            first = self.peek()
+            if first.kind != "unit":
+                raise CalculatorError(f"expected a unit after '{tok.text}' at position {tok.pos + 1}")
+            target = self.term()
+            last = self.tokens[self.i - 1]
+            node = Convert(node, target, self.source[first.pos:last.pos + len(last.text)])
+            tok = self.peek()
         if tok.kind == ")":
             raise CalculatorError(f"unbalanced parentheses: unexpected ')' at position {tok.pos + 1}")
         if tok.kind != "end":
@@ -224,15 +290,23 @@ class _Parser:
 
     def postfix(self) -> object:
         node, depth = self.primary(), self.depth
-        while self.at_op("!") or (self.at_op("%") and not self.starts_operand(self.peek(1))):
+        while self.at_op("!") or self.peek().kind == "unit" or (
+                self.at_op("%") and not self.starts_operand(self.peek(1))):
             self.enter()
-            node = Postfix(self.next().value, node)
+            if self.peek().kind == "unit":                         # 4 weeks, 3.5 km, 5 m^2
+                unit = self.next().value
+                if self.at_op("^") and self.peek(1).kind == "num" and self.peek(1).value in (2, 3):
+                    self.next()
+                    unit = unit.power(int(self.next().value))
+                node = UnitOf(node, unit)
+            else:
+                node = Postfix(self.next().value, node)
         self.depth = depth
         return node
 
     @staticmethod
     def starts_operand(tok: Token) -> bool:   # decides between "17 % 5" (modulo) and "5 %" (percent)
-        return tok.kind in ("num", "name", "(") or (tok.kind == "op" and tok.value in ("√", "∛"))
+        return tok.kind in ("num", "name", "unit", "(") or (tok.kind == "op" and tok.value in ("√", "∛"))
 
     def close(self, opening: Token) -> None:
         tok = self.next()
@@ -246,6 +320,8 @@ class _Parser:
         tok = self.next()
         if tok.kind == "num":
             return Num(tok.value)
+        if tok.kind == "unit":                                     # "km/h": 1 km per 1 hour
+            return UnitOf(Num(Fraction(1)), tok.value)
         if tok.kind == "(":
             node = self.expr()
             self.close(tok)
@@ -283,8 +359,10 @@ def _too_large(log10_digits: float) -> CalculatorError:
                            f"the limit is {MAX_DIGITS:,} digits)")
 
 
-def _check(value: object) -> Number:
+def _check(value: object) -> Value:
     """Normalise int -> Fraction and refuse non-finite floats and oversized fractions."""
+    if isinstance(value, Quantity):
+        return Quantity(_check(value.value), value.dims, value.units) if value.dims != units.NONE else _check(value.value)
     if isinstance(value, int):
         value = Fraction(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -360,7 +438,9 @@ def _power(a: Number, b: Number) -> Number:
     return math.pow(fa, fb)
 
 
-def _binary(op: str, a: Number, b: Number) -> Number:
+def _binary(op: str, a: Value, b: Value) -> Value:
+    if isinstance(a, Quantity) or isinstance(b, Quantity):
+        return units.combine(op, a, b)
     if op in ("/", "//", "%", "mod") and b == 0:
         raise CalculatorError("division by zero")
     return BINARY[op](a, b)
@@ -468,33 +548,95 @@ class _Evaluator:
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
 
-    def eval(self, node: object) -> Number:
+    def eval(self, node: object) -> Value:
         if time.monotonic() >= self.deadline:
             raise CalculatorError("took too long")
-        return _check(self._eval(node))
+        try:
+            return _check(self._eval(node))
+        except UnitError as exc:
+            raise CalculatorError(str(exc)) from None
 
-    def _eval(self, node: object) -> Number:
+    def number(self, node: object, what: str) -> Number:
+        """A value that must be a plain number (a power's exponent, a function's argument)."""
+        value = self.eval(node)
+        if isinstance(value, Quantity):
+            raise CalculatorError(f"{what} takes a plain number, not {units.describe(value.dims)}")
+        return value
+
+    def _eval(self, node: object) -> Value:
         if isinstance(node, Num):
             return node.value
         if isinstance(node, Chain):
             acc = self.eval(node.first)
             for op, operand in node.rest:
                 if op in ("+", "-") and isinstance(operand, Postfix) and operand.op == "%":
-                    share = self.eval(operand.operand) / 100          # 200 + 10% = 220
-                    acc = _check(acc * (1 + share if op == "+" else 1 - share))
+                    share = self.number(operand.operand, "a percentage") / 100          # 200 + 10% = 220
+                    acc = _check(_times(acc, 1 + share if op == "+" else 1 - share))
                 else:
                     acc = _check(_binary(op, acc, self.eval(operand)))
             return acc
+        if isinstance(node, UnitOf):
+            return _times(self.eval(node.operand), Quantity.of(Fraction(1), node.unit))
+        if isinstance(node, Convert):
+            value = self.eval(node.operand)
+            target = self.eval(node.target)
+            if not isinstance(target, Quantity) or not isinstance(value, Quantity):
+                what = units.describe(target.dims) if isinstance(target, Quantity) else "a plain number"
+                raise CalculatorError(f"cannot convert a plain number to {node.text} ({what})")
+            unit = Unit(node.text, Fraction(target.value), target.dims)
+            value.value_in(unit)  # refuses a conversion across kinds (km in hours)
+            return Quantity(value.value, value.dims, (unit,))
         if isinstance(node, Unary):
-            return UNARY[node.op](self.eval(node.operand))
+            value = self.eval(node.operand)
+            if isinstance(value, Quantity):
+                if node.op not in ("-", "+"):
+                    raise CalculatorError(f"a root takes a plain number, not {units.describe(value.dims)}")
+                return Quantity(-value.value if node.op == "-" else value.value, value.dims, value.units)
+            return UNARY[node.op](value)
         if isinstance(node, Pow):
-            return _power(self.eval(node.base), self.eval(node.exponent))
+            base, exponent = self.eval(node.base), self.number(node.exponent, "a power")
+            if isinstance(base, Quantity):
+                if not (isinstance(exponent, Fraction) and exponent.denominator == 1):
+                    raise CalculatorError("a quantity with units can only be raised to a whole power")
+                n = exponent.numerator
+                return Quantity(_power(base.value, exponent), units.everyday(tuple(d * n for d in base.dims)),
+                                base.units)
+            return _power(base, exponent)
         if isinstance(node, Postfix):
             value = self.eval(node.operand)
-            return _factorial(value) if node.op == "!" else value / 100
+            if node.op == "!":
+                return _factorial(self.number(node.operand, "factorial"))
+            return _times(value, Fraction(1, 100))
         if isinstance(node, Call):
-            return FUNCTIONS[node.name][2](*(self.eval(arg) for arg in node.args))
+            args = [self.eval(arg) for arg in node.args]
+            if any(isinstance(a, Quantity) for a in args):
+                return _quantity_call(node.name, args)
+            return FUNCTIONS[node.name][2](*args)
         raise CalculatorError("internal error: unknown expression node")
+
+
+def _times(a: Value, b: Value) -> Value:
+    return units.combine("*", a, b) if isinstance(a, Quantity) or isinstance(b, Quantity) else a * b
+
+
+def _quantity_call(name: str, args: list[Value]) -> Value:
+    """The functions that mean something for a quantity: abs, min, max, and rounding in the unit
+    it is shown in (round(2 km / 3, 1) is 0.7 km)."""
+    first = args[0]
+    if name in ("abs", "min", "max"):
+        if not all(isinstance(a, Quantity) and a.dims == first.dims for a in args):  # type: ignore[union-attr]
+            raise CalculatorError(f"{name}() needs quantities of one kind")
+        if name == "abs":
+            return Quantity(abs(first.value), first.dims, first.units)  # type: ignore[union-attr]
+        pick = min if name == "min" else max
+        chosen = pick(args, key=lambda a: a.value)  # type: ignore[union-attr]
+        return Quantity(chosen.value, first.dims, sum((a.units for a in args), ()))  # type: ignore[union-attr]
+    if name in ("round", "floor", "ceil") and isinstance(first, Quantity) and not any(
+            isinstance(a, Quantity) for a in args[1:]):
+        unit = first.display_unit()
+        shown = FUNCTIONS[name][2](first.value_in(unit), *args[1:])
+        return Quantity.of(shown, unit)
+    raise CalculatorError(f"{name}() takes plain numbers, not quantities with units")
 
 
 # ------------------------------------------------------------------ display
@@ -557,13 +699,20 @@ def evaluate(expression: str, *, timeout_s: float = 1.0) -> Result:
     deadline = time.monotonic() + timeout_s
     try:
         try:
-            tree = _Parser(_tokenize(expression)).parse()
+            parser = _Parser(_tokenize(expression), expression)
+            tree = parser.parse()
         except CalculatorError as exc:
             raise NotReadable(str(exc)) from None
         value = _Evaluator(deadline).eval(tree)
-        return Result(value, isinstance(value, Fraction), _format(value))
+        if isinstance(value, Quantity):
+            unit = value.display_unit()
+            shown = _check(value.value_in(unit))
+            return Result(shown, isinstance(shown, Fraction), f"{_format(shown)} {unit.name}", parser.labels, unit.name)
+        return Result(value, isinstance(value, Fraction), _format(value), parser.labels)
     except CalculatorError:
         raise
+    except UnitError as exc:
+        raise CalculatorError(str(exc)) from None
     except ZeroDivisionError:
         raise CalculatorError("division by zero") from None
     except OverflowError:

@@ -52,19 +52,19 @@ def streamed(seen: list[events.Event]) -> str:
 
 
 def test_a_failed_call_is_corrected_and_the_answer_uses_the_corrected_result():
-    backend = ScriptedBackend([calc("12 apples"), calc("12**2"), "ANSWER: 12 squared is 144."])
+    backend = ScriptedBackend([calc("twelve squared"), calc("12**2"), "ANSWER: 12 squared is 144."])
     result, _ = ask(backend, "What is 12 squared?")
     assert [s["ok"] for s in result.syscalls] == [False, True]
     assert result.syscalls[0]["error"].endswith(HINT)
     assert result.syscalls[1]["result"] == "144"
     # the corrected arguments were written with the error page and its hint in view
     corrected = next(p for p in backend.history if p.rstrip().endswith(f"CALL {CALC}") and "Error: " in p)
-    assert "Error: cannot read '12 apples'" in corrected and HINT in corrected
+    assert "Error: cannot read 'twelve squared'" in corrected and HINT in corrected
     assert result.answer == "12 squared is 144."
 
 
 def test_the_model_may_try_again_when_the_round_decision_would_answer():
-    backend = AnswersAfterAnError([calc("5 weeks in minutes"), calc("5*7*24*60"), "ANSWER: 50400 minutes."])
+    backend = AnswersAfterAnError([calc("minutes in 5 weeks"), calc("5*7*24*60"), "ANSWER: 50400 minutes."])
     result, seen = ask(backend, "How many minutes are in 5 weeks?")
     assert [s["ok"] for s in result.syscalls] == [False, True]
     assert result.answer == "50400 minutes."
@@ -73,14 +73,14 @@ def test_the_model_may_try_again_when_the_round_decision_would_answer():
 
 
 def test_without_the_retry_the_same_model_answers_after_the_error():
-    backend = AnswersAfterAnError([calc("5 weeks in minutes"), "ANSWER: I could not work out 5 weeks."])
+    backend = AnswersAfterAnError([calc("minutes in 5 weeks"), "ANSWER: I could not work out 5 weeks."])
     result, _ = ask(backend, "How many minutes are in 5 weeks?", retry_failed_calls=False)
     assert [s["ok"] for s in result.syscalls] == [False]
     assert result.answer == "I could not work out 5 weeks."
 
 
 def test_the_model_may_decline_the_retry_and_say_what_failed():
-    backend = ScriptedBackend([calc("12 apples"), "ANSWER: The calculator could not read 12 apples."])
+    backend = ScriptedBackend([calc("twelve squared"), "ANSWER: The calculator could not read 12 apples."])
     result, _ = ask(backend, "What are 12 apples?")
     assert len(result.syscalls) == 1
     assert result.answer == "The calculator could not read 12 apples."  # the request's own number
@@ -107,11 +107,11 @@ def test_a_failure_that_arguments_cannot_fix_gets_no_retry():
 def test_an_answer_never_presents_a_failed_call_s_result_as_fact():
     # The model repeats its refused arguments (nothing to correct) and then guesses a number.
     guess = "ANSWER: 12 apples weigh 150 grams."
-    backend = ScriptedBackend([calc("12 apples"), calc("12 apples"), guess, calc("12 apples"), guess])
+    backend = ScriptedBackend([calc("twelve squared"), calc("twelve squared"), guess, calc("twelve squared"), guess])
     result, seen = ask(backend, "How much do 12 apples weigh?")
     assert len(result.syscalls) == 1 and not result.syscalls[0]["ok"]
     assert "150" not in result.answer and "150" not in streamed(seen)
-    assert "(Not done: calculator.evaluate failed (cannot read '12 apples'" in result.answer
+    assert "(Not done: calculator.evaluate failed (cannot read 'twelve squared'" in result.answer
     assert result.answer.startswith("12 apples weigh")
 
 
@@ -120,10 +120,10 @@ def test_after_a_failure_numbers_the_turn_holds_may_be_repeated():
     failed = [Produced("python.run", "Error: SyntaxError"), Produced(CALC, "50400")]
     assert find_claim("That is 50,400 minutes, 5 weeks of 7 days.", "minutes in 5 weeks?", failed, [],
                       CALLS) is None
-    only_failed = [Produced(CALC, "Error: cannot read '5 weeks in minutes'")]
+    only_failed = [Produced(CALC, "Error: cannot read 'minutes in 5 weeks'")]
     claim = find_claim("That is 50400 minutes.", "minutes in 5 weeks?", only_failed, [], CALLS)
     assert claim is not None and claim.call == CALC and claim.evidence == "50400"
-    assert "failed (cannot read '5 weeks in minutes')" in not_done(claim)
+    assert "failed (cannot read 'minutes in 5 weeks')" in not_done(claim)
 
 
 def test_a_call_that_failed_did_not_run_for_the_claim_check():
