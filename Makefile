@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.llmos-installed
 
-.PHONY: setup run test test-slow bench system-deps venv engine model model-1.5b clean-venv
+.PHONY: setup run test test-slow bench bench-models system-deps venv engine model model-1.5b clean-venv
 
 setup: system-deps engine $(STAMP) model
 
@@ -58,6 +58,9 @@ test-slow: setup model-1.5b
 
 bench: setup
 	@$(PY) bench/run.py $(ARGS)
+
+bench-models: setup model-1.5b
+	@$(PY) bench/models.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python bench/run.py              # everything (`make bench` does this)
     .venv/bin/python bench/run.py --quick      # fewer repetitions
     .venv/bin/python bench/run.py --only kv    # modules or figures whose name contains "kv"
+    .venv/bin/python bench/run.py --only kv,voice --model 1.5b   # either; on another model
 
 It prints a table (name, value, unit, goal, pass/FAIL), writes ``bench/results.json`` (``{"run":
 {...}, "figures": [...]}``: when, on which model, CPUs and load, and each figure) and, for a run
@@ -100,7 +101,7 @@ class BenchContext:
 
     def wants(self, figure: str) -> bool:
         """Was ``figure`` asked for? (Always, unless ``--only`` selected the module by figure name.)"""
-        return self._module_selected or self.only is None or self.only in figure
+        return self._module_selected or matches(self.only, figure)
 
     def log(self, message: str) -> None:
         print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -263,12 +264,17 @@ def load_module(path: Path) -> ModuleType:
     return module
 
 
+def matches(only: str | None, name: str) -> bool:
+    """Does ``--only`` select ``name``? It holds one substring, or several separated by commas."""
+    return only is None or any(part and part in name for part in only.split(","))
+
+
 def selection(module: ModuleType, stem: str, only: str | None) -> tuple[bool, bool]:
     """(run it?, selected as a whole?) for ``--only``."""
-    if only is None or only in stem:
+    if matches(only, stem):
         return True, True
     figures = getattr(module, "FIGURES", ())
-    return any(only in f for f in figures), False
+    return any(matches(only, f) for f in figures), False
 
 
 def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str | None]:
@@ -276,7 +282,7 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
     try:
         module = load_module(path)
     except Exception:
-        if ctx.only is not None and ctx.only not in path.stem:
+        if not matches(ctx.only, path.stem):
             ctx.log(f"{path.name}: not imported ({traceback.format_exc().strip().splitlines()[-1]}); "
                     f"skipped, as --only does not name it")
             return [], None
@@ -305,7 +311,7 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
     try:
         for item in raw:
             figure = normalise(item, path.stem)
-            if whole or ctx.only is None or ctx.only in figure["name"]:
+            if whole or matches(ctx.only, figure["name"]):
                 figures.append(figure)
     except BadFigure as exc:
         return figures, str(exc)
@@ -314,7 +320,8 @@ def run_module(path: Path, ctx: BenchContext) -> tuple[list[dict[str, Any]], str
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the llmos benchmarks (bench/bench_*.py).")
-    parser.add_argument("--only", metavar="SUBSTRING", help="run modules / figures whose name contains this")
+    parser.add_argument("--only", metavar="SUBSTRING", help="run modules / figures whose name contains this "
+                        "(several: separated by commas)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help=f"results file (default {RESULTS_PATH})")
     parser.add_argument("--model", help="GGUF model: a path, or a known model's key such as 1.5b "

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .audio import SPEECH_RATE, Audio
+from .numbers import spoken_numbers
 from .whisper_weights import WeightsError, WhisperModel, weights_path
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Transcript:
-    text: str
+    text: str  # what was heard, spoken numbers in digits (numbers.spoken_numbers)
     seconds: float  # time spent transcribing
     audio_seconds: float
     no_speech_prob: float
     avg_logprob: float
+    heard: str = ""  # whisper's own text, before the numbers were rewritten
 
     @property
     def is_speech(self) -> bool:
@@ -113,7 +115,9 @@ class SpeechToText:
                 decoded = whisper.decode(self._model, mel, options)
                 text, no_speech, logprob = decoded.text, decoded.no_speech_prob, decoded.avg_logprob
             seconds = time.monotonic() - started
-        return Transcript(text.strip(), seconds, len(samples) / SPEECH_RATE, float(no_speech), float(logprob))
+        heard = text.strip()
+        return Transcript(spoken_numbers(heard), seconds, len(samples) / SPEECH_RATE, float(no_speech),
+                          float(logprob), heard)
 
 
 def _allow_short_windows(encoder: Any) -> None:

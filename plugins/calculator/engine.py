@@ -194,6 +194,9 @@ def _word_token(word: str, text: str, start: int, end: int, before: list[Token])
     or a label: an unknown word right after a number, unit or label ("14 trays", "400 metre
     track"), left out of the arithmetic and reported."""
     written = text[start:end]
+    after_value = bool(before) and before[-1].kind in ("num", "unit", "label")
+    if word == "per" and after_value and _label_follows(text, end):      # "$3 per pen": one label
+        return Token("label", word, start, written)
     if word in WORD_OPS:
         return Token("op", WORD_OPS[word], start, written)
     if word in CONVERT or (word in ("to", "as") and _unit_follows(text, end)):
@@ -206,17 +209,31 @@ def _word_token(word: str, text: str, start: int, end: int, before: list[Token])
     calls_it = word in FUNCTIONS and text[end:].lstrip().startswith("(")    # min(1, 2), but 5 min
     if unit is not None and not calls_it and word not in CONSTANTS:
         return Token("unit", unit, start, written)
-    if word not in FUNCTIONS and word not in CONSTANTS and before and before[-1].kind in ("num", "unit", "label"):
+    if word not in FUNCTIONS and word not in CONSTANTS and after_value:
         return Token("label", word, start, written)
     return Token("name", word, start, written)
 
 
+def _next_word(text: str, end: int) -> re.Match[str] | None:
+    return WORD.match(text, end + len(text[end:]) - len(text[end:].lstrip()))
+
+
 def _unit_follows(text: str, end: int) -> bool:
-    match = WORD.match(text, end + len(text[end:]) - len(text[end:].lstrip()))
+    match = _next_word(text, end)
     if not match:
         return False
     word = match.group(1).lower()
     return units.lookup(word) is not None or (word in SHAPES and _unit_follows(text, match.end(1)))
+
+
+def _label_follows(text: str, end: int) -> bool:
+    """Is the next word one a label would be (no unit, operator, function or constant)?"""
+    match = _next_word(text, end)
+    if not match:
+        return False
+    word = match.group(1).lower()
+    return not (units.lookup(word) or word in WORD_OPS or word in FUNCTIONS or word in CONSTANTS
+                or word in SHAPES or word in CONVERT)
 
 
 # ------------------------------------------------------------------ parser

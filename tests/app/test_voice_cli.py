@@ -88,8 +88,9 @@ def test_one_turn_from_a_wav_writes_the_spoken_reply_and_prints_json(tmp_path, c
     assert {"stt_s", "kernel_ttft_s", "speech_end_to_first_audio_s"} <= set(out["timings"])
     audio = read_wav(reply)
     heard = whisper_stt.transcribe(audio).text
-    # espeak-ng says "four hundred and eight"; whisper writes it "408" or "4 hundred and 8"
-    assert audio.rms() > 0.01 and re.search(r"\b408\b|\b(4|four) hundred (and )?(8|eight)\b", heard, re.I), heard
+    # espeak-ng says "four hundred and eight"; whisper writes "408" or "4 hundred and 8", and the
+    # transcript has its spoken numbers in digits
+    assert audio.rms() > 0.01 and re.search(r"\b408\b", heard), heard
 
 
 def test_resume_continues_a_journaled_conversation_by_voice(tmp_path, capsys, spoken):

@@ -86,6 +86,16 @@ def test_words_after_numbers_are_labels_and_reported() -> None:
     assert device_evaluate("14 trays * 24 rolls - 290 rolls") == "46"  # the result is the number alone
 
 
+@pytest.mark.parametrize("expression, value", [
+    ("14 pens * $3 per pen", "42"),                       # "per" and an unknown word: one label
+    ("45 pages per minute * 130 minutes", "5850"),        # per a unit: a rate, times a time
+    ("88 km per hour * 2 hours", "176 kilometres"),
+    ("100 per 4", "25"),                                  # per a number: division
+])
+def test_per_is_a_rate_or_part_of_a_label(expression: str, value: str) -> None:
+    assert device_evaluate(expression) == value
+
+
 @pytest.mark.parametrize("expression", ["apples * 3", "12 apples 5", "4 laps of a 400 metre track"])
 def test_a_word_that_is_not_after_a_number_is_still_refused(expression: str) -> None:
     with pytest.raises(DeviceError) as info:

@@ -1,0 +1,149 @@
+"""Numbers said in words, written as digits: what whisper hears becomes what the kernel reads.
+
+Whisper writes a spoken number sometimes in digits, sometimes in words, and sometimes mixed:
+"four hundred and eight", "4 hundred and 8", "twenty-four", "three point five". The calculator
+and the model read digits, so a transcript's numbers are rewritten before the kernel sees them
+(issue 17, item 1): "what is 4 hundred and 8 times twelve" becomes "what is 408 times 12".
+
+Only number phrases change. A lone "one" stays a word ("which one", "no one"), "and" joins parts
+only after a hundred, thousand, million or billion ("four hundred and eight", but "one and two"
+stays two numbers), and phrases separated by punctuation stay apart ("five, six").
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["spoken_numbers"]
+
+_SMALL = {word: value for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen".split())}
+_TENS = {word: 10 * (i + 2) for i, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
+_SCALES = {"thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
+_TOKEN = re.compile(r"[A-Za-z]+|\d+(?:\.\d+)?")
+_JOINER = re.compile(r"^[ \t-]*$")  # what may stand between the words of one number
+
+
+def _value(word: str) -> int | None:
+    return _SMALL.get(word, _TENS.get(word))
+
+
+class _Phrase:
+    """One number being read, word by word (``add`` says whether the word belonged to it)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.current = 0
+        self.words = 0
+        self.last = ""        # "small", "tens", "hundred", "scale", "digits", "and", "point"
+        self.decimals = ""
+
+    def add(self, word: str, following: str | None) -> bool:
+        low = word.lower()
+        if self.last == "point":
+            if low in _SMALL and _SMALL[low] < 10:
+                self.decimals += str(_SMALL[low])
+                return True
+            return False
+        if self.decimals:  # "three point five": only digit words go on after the point
+            if low in _SMALL and _SMALL[low] < 10:
+                self.decimals += str(_SMALL[low])
+                return True
+            return False
+        if low == "point" and self.words and self.last in ("small", "tens", "digits") and following is not None \
+                and following.lower() in _SMALL and _SMALL[following.lower()] < 10:
+            self.last = "point"
+            return True
+        if low == "and":
+            joins = self.last in ("hundred", "scale") and following is not None and (
+                following.lower() in _SMALL or following.lower() in _TENS or
+                (following.isdigit() and int(following) < 100))
+            if joins:
+                self.last = "and"
+            return joins
+        if low == "a" and not self.words:
+            return following is not None and (following.lower() == "hundred" or following.lower() in _SCALES) \
+                and self._start("a")
+        if word.isdigit():
+            value = int(word)
+            if self.last in ("small", "tens", "digits") or (self.words and value >= 100 and self.last != "scale"):
+                return False
+            if self.last in ("hundred", "and", "scale") and self.current % 100 == 0 and value < 100:
+                self.current += value
+            elif not self.words:
+                self.current = value
+            else:
+                return False
+            self.words += 1
+            self.last = "digits"
+            return True
+        value = _value(low)
+        if value is not None:
+            if self.last in ("small", "digits") or (self.last == "tens" and value >= 10):
+                return False
+            if self.last == "tens" and self.current % 10 != 0:
+                return False
+            self.current += value
+            self.words += 1
+            self.last = "tens" if low in _TENS else "small"
+            return True
+        if low == "hundred":  # "a hundred", "four hundred", "twelve hundred", "2 thousand 5 hundred"
+            if self.last == "a":
+                self.current = 100
+            elif self.last in ("small", "tens", "digits") and 0 < self.current < 100:
+                self.current *= 100
+            else:
+                return False
+            self.words += 1
+            self.last = "hundred"
+            return True
+        if low in _SCALES and self.last in ("small", "tens", "digits", "hundred", "a"):
+            self.total += (self.current or 1) * _SCALES[low]
+            self.current = 0
+            self.words += 1
+            self.last = "scale"
+            return True
+        return False
+
+    def _start(self, word: str) -> bool:
+        self.last = word
+        return True
+
+    def text(self) -> str:
+        whole = self.total + self.current
+        return f"{whole}.{self.decimals}" if self.decimals else str(whole)
+
+
+def spoken_numbers(text: str) -> str:
+    """``text`` with its spoken numbers in digits; everything else as it was."""
+    tokens = list(_TOKEN.finditer(text))
+    out: list[str] = []
+    done = 0  # how much of text is in out
+    i = 0
+    while i < len(tokens):
+        phrase, j = _Phrase(), i
+        while j < len(tokens):
+            if j > i and not _JOINER.match(text[tokens[j - 1].end():tokens[j].start()]):
+                break
+            following = tokens[j + 1].group() if j + 1 < len(tokens) and _JOINER.match(
+                text[tokens[j].end():tokens[j + 1].start()]) else None
+            if not phrase.add(tokens[j].group(), following):
+                break
+            j += 1
+        while j > i and tokens[j - 1].group().lower() in ("and", "point", "a"):  # a joiner left hanging
+            j -= 1
+        spoken = [t.group().lower() for t in tokens[i:j]]
+        worth = j > i and not all(w.isdigit() for w in spoken) and spoken not in (["one"], ["a"])
+        if worth:
+            phrase = _Phrase()
+            for k in range(i, j):
+                phrase.add(tokens[k].group(), tokens[k + 1].group() if k + 1 < j else None)
+            out.append(text[done:tokens[i].start()])
+            out.append(phrase.text())
+            done = tokens[j - 1].end()
+            i = j
+        else:
+            i += 1
+    out.append(text[done:])
+    return "".join(out)
