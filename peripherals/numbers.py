@@ -22,6 +22,8 @@ _SMALL = {word: value for value, word in enumerate(
 _TENS = {word: 10 * (i + 2) for i, word in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split())}
 _SCALES = {"thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9}
 _TOKEN = re.compile(r"[A-Za-z]+|\d+(?:\.\d+)?")
+_ORDINALS = frozenset("first second third fourth fifth sixth seventh eighth ninth".split())
+_MAX_DIGITS = 15  # a longer run of digits is an id or a code, not a number said aloud
 _JOINER = re.compile(r"^[ \t-]*$")  # what may stand between the words of one number
 
 
@@ -66,6 +68,8 @@ class _Phrase:
             return following is not None and (following.lower() == "hundred" or following.lower() in _SCALES) \
                 and self._start("a")
         if word.isdigit():
+            if len(word) > _MAX_DIGITS:
+                return False
             value = int(word)
             if self.last in ("small", "tens", "digits") or (self.words and value >= 100 and self.last != "scale"):
                 return False
@@ -99,7 +103,7 @@ class _Phrase:
             self.last = "hundred"
             return True
         if low in _SCALES and self.last in ("small", "tens", "digits", "hundred", "a"):
-            self.total += (self.current or 1) * _SCALES[low]
+            self.total += (1 if self.last == "a" else self.current) * _SCALES[low]
             self.current = 0
             self.words += 1
             self.last = "scale"
@@ -115,35 +119,57 @@ class _Phrase:
         return f"{whole}.{self.decimals}" if self.decimals else str(whole)
 
 
+def _phrase_end(text: str, tokens: list[re.Match[str]], i: int) -> int:
+    """Where the number phrase starting at token ``i`` ends (``i`` when none starts there)."""
+    phrase, j = _Phrase(), i
+    while j < len(tokens):
+        if j > i and not _JOINER.match(text[tokens[j - 1].end():tokens[j].start()]):
+            break
+        following = tokens[j + 1].group() if j + 1 < len(tokens) and _JOINER.match(
+            text[tokens[j].end():tokens[j + 1].start()]) else None
+        if not phrase.add(tokens[j].group(), following):
+            break
+        j += 1
+    while j > i and tokens[j - 1].group().lower() in ("and", "point", "a"):  # a joiner left hanging
+        j -= 1
+    return j
+
+
+def _joined(text: str, tokens: list[re.Match[str]], j: int) -> bool:
+    """Does token ``j`` follow token ``j - 1`` with only a space or hyphen between?"""
+    return 0 < j < len(tokens) and bool(_JOINER.match(text[tokens[j - 1].end():tokens[j].start()]))
+
+
 def spoken_numbers(text: str) -> str:
-    """``text`` with its spoken numbers in digits; everything else as it was."""
+    """``text`` with its spoken numbers in digits; everything else as it was.
+
+    Left as said: a phrase right before an ordinal ("the twenty second of March"), and phrases
+    that follow each other with only a space between: years, times and digit strings ("nineteen
+    eighty four", "five thirty", "five five five one two"), which digits would split apart."""
     tokens = list(_TOKEN.finditer(text))
     out: list[str] = []
     done = 0  # how much of text is in out
     i = 0
     while i < len(tokens):
-        phrase, j = _Phrase(), i
-        while j < len(tokens):
-            if j > i and not _JOINER.match(text[tokens[j - 1].end():tokens[j].start()]):
-                break
-            following = tokens[j + 1].group() if j + 1 < len(tokens) and _JOINER.match(
-                text[tokens[j].end():tokens[j + 1].start()]) else None
-            if not phrase.add(tokens[j].group(), following):
-                break
-            j += 1
-        while j > i and tokens[j - 1].group().lower() in ("and", "point", "a"):  # a joiner left hanging
-            j -= 1
+        start = tokens[i].start()
+        inside = start > 0 and text[start - 1] in ",." and text[max(0, start - 2):start - 1].isdigit()  # 2,000
+        j = i if inside else _phrase_end(text, tokens, i)
+        if j == i:
+            i += 1
+            continue
+        run_end = j
+        while _joined(text, tokens, run_end) and (next_end := _phrase_end(text, tokens, run_end)) > run_end:
+            run_end = next_end  # another number right after this one: a year, a time, digits
         spoken = [t.group().lower() for t in tokens[i:j]]
-        worth = j > i and not all(w.isdigit() for w in spoken) and spoken not in (["one"], ["a"])
-        if worth:
+        ordinal = _joined(text, tokens, j) and tokens[j].group().lower() in _ORDINALS
+        alone = run_end == j and not ordinal
+        if alone and not all(w.isdigit() for w in spoken) and spoken not in (["one"], ["a"]):
             phrase = _Phrase()
             for k in range(i, j):
                 phrase.add(tokens[k].group(), tokens[k + 1].group() if k + 1 < j else None)
-            out.append(text[done:tokens[i].start()])
+            out.append(text[done:start])
             out.append(phrase.text())
             done = tokens[j - 1].end()
-            i = j
-        else:
-            i += 1
+        i = run_end
     out.append(text[done:])
     return "".join(out)

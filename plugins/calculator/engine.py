@@ -155,7 +155,7 @@ def _tokenize(text: str) -> list[Token]:
                 if not by:
                     raise CalculatorError(f"expected 'by' after '{word}' at position {start + 1}")
                 i = by.end()
-            tokens.append(_word_token(word, text, start, i, tokens))
+            tokens.extend(_word_tokens(word, text, start, i, tokens, inside_call=bool(calls) and calls[-1]))
             if tokens[-1].kind == "shape":                     # "square metres": one unit
                 unit_match = WORD.match(text, i + len(text[i:]) - len(text[i:].lstrip()))
                 unit = units.lookup(unit_match.group(1)) if unit_match else None
@@ -189,12 +189,33 @@ def _tokenize(text: str) -> list[Token]:
     return tokens
 
 
-def _word_token(word: str, text: str, start: int, end: int, before: list[Token]) -> Token:
+# Words that change a number's value: never labels. A scale multiplies ("3 million", "$5k"); the
+# others are refused, with what to write instead, rather than dropped ("5 out of 10" is not 50).
+SCALES = MappingProxyType({"hundred": 100, "thousand": 10 ** 3, "million": 10 ** 6, "billion": 10 ** 9, "trillion": 10 ** 12,
+                           "dozen": 12, "k": 10 ** 3, "bn": 10 ** 9})
+CASED_SCALES = MappingProxyType({"K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9})  # $1.2M; a lower-case m is metres
+NOT_LABELS = frozenset({"out", "pct", "half", "halves", "quarter", "quarters", "third", "thirds", "degree",
+                        "degrees", "deg", "rad", "radians", "leap", "sq", "square", "cubic",
+                        "percent", "squared", "cubed", "power", "root"})
+
+
+def _word_tokens(word: str, text: str, start: int, end: int, before: list[Token], inside_call: bool) -> list[Token]:
+    """A word's tokens: see :func:`_word_token`; a scale after a number is ``* 1000000``."""
+    written = text[start:end]
+    after_number = bool(before) and before[-1].kind == "num"
+    scale = CASED_SCALES.get(written) if written in CASED_SCALES else SCALES.get(word)
+    if after_number and scale is not None:
+        return [Token("op", "*", start, written), Token("num", Fraction(scale), start, written)]
+    return [_word_token(word, text, start, end, before, inside_call)]
+
+
+def _word_token(word: str, text: str, start: int, end: int, before: list[Token], inside_call: bool = False) -> Token:
     """A word's token: an operator, a unit, a conversion ("in"), a function's or constant's name,
     or a label: an unknown word right after a number, unit or label ("14 trays", "400 metre
-    track"), left out of the arithmetic and reported."""
+    track"), left out of the arithmetic (never inside a function's parentheses, and never a word
+    of :data:`NOT_LABELS`, which would change the number)."""
     written = text[start:end]
-    after_value = bool(before) and before[-1].kind in ("num", "unit", "label")
+    after_value = bool(before) and before[-1].kind in ("num", "unit", "label") and not inside_call
     if word == "per" and after_value and _label_follows(text, end):      # "$3 per pen": one label
         return Token("label", word, start, written)
     if word in WORD_OPS:
@@ -205,10 +226,13 @@ def _word_token(word: str, text: str, start: int, end: int, before: list[Token])
         return Token("shape", word, start, written)
     if word in units.VAGUE:
         raise CalculatorError(units.VAGUE[word])
-    unit = units.lookup(word)
+    unit = units.lookup(written)
     calls_it = word in FUNCTIONS and text[end:].lstrip().startswith("(")    # min(1, 2), but 5 min
     if unit is not None and not calls_it and word not in CONSTANTS:
         return Token("unit", unit, start, written)
+    if word in NOT_LABELS and after_value:
+        raise CalculatorError(f"'{written}' changes the number, so it is not left out as a label: write it "
+                              "with operators (a/b for 'a out of b', a*pi/180 for degrees)")
     if word not in FUNCTIONS and word not in CONSTANTS and after_value:
         return Token("label", word, start, written)
     return Token("name", word, start, written)
@@ -292,7 +316,13 @@ class _Parser:
         return self.chain(self.term, ("+", "-"))
 
     def term(self) -> object:
-        return self.chain(self.unary, ("*", "/", "//", "%", "mod", "of"))
+        node = self.chain(self.unary, ("*", "/", "//", "%", "mod", "of"))
+        if isinstance(node, Chain) and node.rest and node.rest[-1][0] == "/" and isinstance(node.rest[-1][1], UnitOf) \
+                and isinstance(node.rest[-1][1].operand, Num) and not _has_unit(Chain(node.first, node.rest[:-1])):
+            # "1/2 hour", "3/4 mile", "10 / 4 km": the unit is the fraction's, not the divisor's
+            *rest, (_, last) = node.rest
+            return UnitOf(Chain(node.first, (*rest, ("/", last.operand))), last.unit)
+        return node
 
     def unary(self) -> object:
         self.enter()
@@ -367,6 +397,14 @@ class _Parser:
         if tok.kind == "end":
             raise CalculatorError("unexpected end of expression (a number is missing)")
         raise CalculatorError(f"unexpected {_describe(tok)} at position {tok.pos + 1}")
+
+
+def _has_unit(node: object) -> bool:
+    if isinstance(node, UnitOf):
+        return True
+    if isinstance(node, tuple):
+        return any(_has_unit(part) for part in node)
+    return False
 
 
 # ------------------------------------------------------------------ arithmetic
@@ -616,8 +654,8 @@ class _Evaluator:
                 if not (isinstance(exponent, Fraction) and exponent.denominator == 1):
                     raise CalculatorError("a quantity with units can only be raised to a whole power")
                 n = exponent.numerator
-                return Quantity(_power(base.value, exponent), units.everyday(tuple(d * n for d in base.dims)),
-                                base.units)
+                dims = units.everyday(tuple(d * n for d in base.dims))  # first: km^1000000 is refused
+                return Quantity(_power(base.value, exponent), dims, base.units)
             return _power(base, exponent)
         if isinstance(node, Postfix):
             value = self.eval(node.operand)
@@ -724,7 +762,8 @@ def evaluate(expression: str, *, timeout_s: float = 1.0) -> Result:
         if isinstance(value, Quantity):
             unit = value.display_unit()
             shown = _check(value.value_in(unit))
-            return Result(shown, isinstance(shown, Fraction), f"{_format(shown)} {unit.name}", parser.labels, unit.name)
+            name = units.singular(unit.name) if shown == 1 else unit.name          # 1 second
+            return Result(shown, isinstance(shown, Fraction), f"{_format(shown)} {name}", parser.labels, name)
         return Result(value, isinstance(value, Fraction), _format(value), parser.labels)
     except CalculatorError:
         raise

@@ -25,6 +25,7 @@ Number = Union[Fraction, float]
 DIMENSIONS = ("length", "mass", "time", "data")
 Dims = tuple[int, int, int, int]
 NONE: Dims = (0, 0, 0, 0)
+MAX_POWER = 3  # cubic metres; per second squared is -2
 
 
 class UnitError(ValueError):
@@ -46,6 +47,8 @@ class Unit:
 
     def power(self, n: int) -> "Unit":
         """The unit to the ``n``-th power: "square metres", "cubic centimetres", "seconds^2"."""
+        if abs(n) > MAX_POWER:
+            raise UnitError(f"units to a power above {MAX_POWER} have no meaning here")
         if n == 1:
             return self
         shape = {2: square, 3: cubic}.get(n)
@@ -125,6 +128,10 @@ VAGUE = MappingProxyType({
 
 
 def lookup(word: str) -> Unit | None:
+    """The unit ``word`` spells. A one-letter abbreviation counts only in lower case ("m" is
+    metres, "M" is a million) except "L" for litres."""
+    if len(word) == 1 and word not in ("L",) and not word.islower():
+        return None
     return UNITS.get(word.lower())
 
 
@@ -203,7 +210,10 @@ def describe(dims: Dims) -> str:
 
 def everyday(dims: Dims) -> Dims:
     """Refuse what has no everyday meaning: a time, mass or amount of data times another (a
-    model's "4 weeks * 7 days" for a conversion); areas, volumes and rates are fine."""
+    model's "4 weeks * 7 days" for a conversion), or any unit past the third power (which also
+    keeps "(2 km)^1000000" from computing a million-digit unit); areas, volumes and rates are fine."""
+    if any(abs(power) > MAX_POWER for power in dims):
+        raise UnitError(f"units to a power above {MAX_POWER} have no meaning here")
     for i, power in enumerate(dims[1:], start=1):
         if power > 1:
             raise UnitError(f"that multiplies {describe(_dims(**{DIMENSIONS[i]: 1}))} by {describe(_dims(**{DIMENSIONS[i]: 1}))}; "

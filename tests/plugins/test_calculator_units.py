@@ -31,7 +31,7 @@ from llmos.plugins.calculator.engine import CalculatorError, NotReadable, evalua
     ("12 cm³", "12 cubic centimetres"),
     ("(5 m)^2", "25 square metres"),
     ("3 m * 4 m in square feet", "6250000/48387 (≈ 129.166925) square feet"),
-    ("10000 square metres in hectares", "1 hectares"),
+    ("10000 square metres in hectares", "1 hectare"),
     ("1 GiB in MB", "1073.741824 MB"),
     ("2 litres in ml", "2000 ml"),
     ("12.5% of 340 km", "42.5 kilometres"),
@@ -44,6 +44,30 @@ from llmos.plugins.calculator.engine import CalculatorError, NotReadable, evalua
 ])
 def test_quantities_and_conversions(expression: str, shown: str) -> None:
     assert evaluate(expression).text == shown
+
+
+@pytest.mark.parametrize("expression, shown", [
+    ("3 million * 2", "6000000"), ("2 thousand + 5", "2005"), ("4 hundred and 8", "408"), ("2 dozen * 3", "72"),
+    ("$5k * 12", "60000"), ("$1.2M / 4", "300000"),            # scales multiply; "M" is a million, "m" metres
+    ("5 m", "5 metres"), ("1/2 hour in minutes", "30 minutes"), ("10 / 4 km", "2.5 kilometres"),
+    ("3/4 mile in m", "1207.008 m"), ("1 s", "1 second"), ("1 hrs", "1 hour"),
+])
+def test_scales_fractions_of_units_and_one_of_a_unit(expression: str, shown: str) -> None:
+    assert evaluate(expression).text == shown
+
+
+@pytest.mark.parametrize("expression", ["5 out of 10", "5 pct of 200", "1 leap year in days", "100 half",
+                                        "10 sq", "sin(30 degrees)", "min(3 apples, 4)"])
+def test_words_that_would_change_the_number_are_never_labels(expression: str) -> None:
+    with pytest.raises(NotReadable):
+        evaluate(expression)
+
+
+@pytest.mark.parametrize("expression", ["(0 km)^1000000", "(0.001 km)^10000000", "(1 h/3600)^-1000", "km*km*km*km"])
+def test_units_past_the_third_power_are_refused_before_any_work(expression: str) -> None:
+    with pytest.raises(CalculatorError) as info:
+        evaluate(expression, timeout_s=1.0)
+    assert "power above 3" in str(info.value)
 
 
 def test_a_ratio_of_like_quantities_is_a_plain_number() -> None:
