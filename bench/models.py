@@ -89,23 +89,11 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def page(results: dict[str, dict[str, Any]], only: str, quick: bool) -> str:
-    flags = []
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-        flags = [f for f in ("avx2", "avx512f", "amx_int8") if f" {f}" in text]
-    except OSError:
-        pass
+    from llmos.kernel.backends.engine import cpu_features, cpu_signature
+
+    cpu = cpu_signature().split("|")[1] or platform.machine()
+    flags = [f for f in cpu_features() if f in ("avx2", "avx512f", "amx_int8")]
     return "\n".join([
         "# The models side by side",
         "",
@@ -113,7 +101,7 @@ def page(results: dict[str, dict[str, Any]], only: str, quick: bool) -> str:
         "one model after the other in one run. Which model is the default, and why, is in",
         "[decisions.md](decisions.md).",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {cpu_name()} ({os.cpu_count()} CPUs; "
+        f"Measured {time.strftime('%Y-%m-%d')} on {cpu} ({os.cpu_count()} CPUs; "
         f"{', '.join(flags) or 'no avx2'}), figures `{only}`{' (--quick)' if quick else ''}.",
         "",
         *table(results),

@@ -43,12 +43,7 @@ class _Phrase:
 
     def add(self, word: str, following: str | None) -> bool:
         low = word.lower()
-        if self.last == "point":
-            if low in _SMALL and _SMALL[low] < 10:
-                self.decimals += str(_SMALL[low])
-                return True
-            return False
-        if self.decimals:  # "three point five": only digit words go on after the point
+        if self.last == "point":  # "three point one four": only digit words go on after the point
             if low in _SMALL and _SMALL[low] < 10:
                 self.decimals += str(_SMALL[low])
                 return True
@@ -64,9 +59,11 @@ class _Phrase:
             if joins:
                 self.last = "and"
             return joins
-        if low == "a" and not self.words:
-            return following is not None and (following.lower() == "hundred" or following.lower() in _SCALES) \
-                and self._start("a")
+        if low == "a" and not self.words:  # "a hundred", "a thousand"
+            starts = following is not None and (following.lower() == "hundred" or following.lower() in _SCALES)
+            if starts:
+                self.last = "a"
+            return starts
         if word.isdigit():
             if len(word) > _MAX_DIGITS:
                 return False
@@ -110,17 +107,14 @@ class _Phrase:
             return True
         return False
 
-    def _start(self, word: str) -> bool:
-        self.last = word
-        return True
-
     def text(self) -> str:
         whole = self.total + self.current
         return f"{whole}.{self.decimals}" if self.decimals else str(whole)
 
 
-def _phrase_end(text: str, tokens: list[re.Match[str]], i: int) -> int:
-    """Where the number phrase starting at token ``i`` ends (``i`` when none starts there)."""
+def _phrase_end(text: str, tokens: list[re.Match[str]], i: int) -> tuple[int, _Phrase]:
+    """Where the number phrase starting at token ``i`` ends (``i`` when none starts there), and
+    the phrase read."""
     phrase, j = _Phrase(), i
     while j < len(tokens):
         if j > i and not _JOINER.match(text[tokens[j - 1].end():tokens[j].start()]):
@@ -131,8 +125,8 @@ def _phrase_end(text: str, tokens: list[re.Match[str]], i: int) -> int:
             break
         j += 1
     while j > i and tokens[j - 1].group().lower() in ("and", "point", "a"):  # a joiner left hanging
-        j -= 1
-    return j
+        j -= 1  # (it added nothing to the phrase's value)
+    return j, phrase
 
 
 def _joined(text: str, tokens: list[re.Match[str]], j: int) -> bool:
@@ -153,20 +147,17 @@ def spoken_numbers(text: str) -> str:
     while i < len(tokens):
         start = tokens[i].start()
         inside = start > 0 and text[start - 1] in ",." and text[max(0, start - 2):start - 1].isdigit()  # 2,000
-        j = i if inside else _phrase_end(text, tokens, i)
+        j, phrase = (i, None) if inside else _phrase_end(text, tokens, i)
         if j == i:
             i += 1
             continue
         run_end = j
-        while _joined(text, tokens, run_end) and (next_end := _phrase_end(text, tokens, run_end)) > run_end:
+        while _joined(text, tokens, run_end) and (next_end := _phrase_end(text, tokens, run_end)[0]) > run_end:
             run_end = next_end  # another number right after this one: a year, a time, digits
         spoken = [t.group().lower() for t in tokens[i:j]]
         ordinal = _joined(text, tokens, j) and tokens[j].group().lower() in _ORDINALS
         alone = run_end == j and not ordinal
-        if alone and not all(w.isdigit() for w in spoken) and spoken not in (["one"], ["a"]):
-            phrase = _Phrase()
-            for k in range(i, j):
-                phrase.add(tokens[k].group(), tokens[k + 1].group() if k + 1 < j else None)
+        if alone and phrase is not None and not all(w.isdigit() for w in spoken) and spoken not in (["one"], ["a"]):
             out.append(text[done:start])
             out.append(phrase.text())
             done = tokens[j - 1].end()

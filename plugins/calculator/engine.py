@@ -18,7 +18,9 @@ Grammar, lowest to highest precedence::
 Units (``units.py``: time, length, mass, volume, area, data; ``square``/``cubic``, ``m^2``,
 ``cm³``) make quantities: ``3 hours and 40 minutes``, ``88 km per hour * 3.5 hours``. ``and`` is
 ``+`` and ``per`` is ``/``. An unknown word right after a number, unit or another such word is a
-label and is left out (``14 trays * 24 rolls`` is 336), and the result reports it.
+label and is left out (``14 trays * 24 rolls`` is 336; ``Result.labels`` lists them). Scale words
+multiply (``3 million``, ``$5k``); words that would change the number (``out of``, ``half``,
+``degrees``) are refused, never dropped.
 
 Spellings: ``**`` = ``^``; ``× x · times multiplied by`` = ``*``;
 ``÷ over divided by`` = ``/``; ``− minus`` = ``-``; ``plus`` = ``+``.
@@ -157,7 +159,7 @@ def _tokenize(text: str) -> list[Token]:
                 i = by.end()
             tokens.extend(_word_tokens(word, text, start, i, tokens, inside_call=bool(calls) and calls[-1]))
             if tokens[-1].kind == "shape":                     # "square metres": one unit
-                unit_match = WORD.match(text, i + len(text[i:]) - len(text[i:].lstrip()))
+                unit_match = _NEXT_WORD.match(text, i)
                 unit = units.lookup(unit_match.group(1)) if unit_match else None
                 shaped = SHAPES[word](unit) if unit is not None else None
                 if shaped is None:
@@ -238,25 +240,24 @@ def _word_token(word: str, text: str, start: int, end: int, before: list[Token],
     return Token("name", word, start, written)
 
 
-def _next_word(text: str, end: int) -> re.Match[str] | None:
-    return WORD.match(text, end + len(text[end:]) - len(text[end:].lstrip()))
+_NEXT_WORD = re.compile(r"\s*([A-Za-z]+)")  # the word after a position, spaces skipped
 
 
 def _unit_follows(text: str, end: int) -> bool:
-    match = _next_word(text, end)
+    match = _NEXT_WORD.match(text, end)
     if not match:
         return False
-    word = match.group(1).lower()
-    return units.lookup(word) is not None or (word in SHAPES and _unit_follows(text, match.end(1)))
+    word = match.group(1)
+    return units.lookup(word) is not None or (word.lower() in SHAPES and _unit_follows(text, match.end(1)))
 
 
 def _label_follows(text: str, end: int) -> bool:
     """Is the next word one a label would be (no unit, operator, function or constant)?"""
-    match = _next_word(text, end)
+    match = _NEXT_WORD.match(text, end)
     if not match:
         return False
     word = match.group(1).lower()
-    return not (units.lookup(word) or word in WORD_OPS or word in FUNCTIONS or word in CONSTANTS
+    return not (units.lookup(match.group(1)) or word in WORD_OPS or word in FUNCTIONS or word in CONSTANTS
                 or word in SHAPES or word in CONVERT)
 
 
